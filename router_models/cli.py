@@ -1,0 +1,77 @@
+"""The ``sae-router`` command line. Each command is a thin wrapper over one library function.
+
+Run ``sae-router --help`` (or ``sae-router <command> --help``) for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from router_models.harness import ROUTERS, EvalConfig
+
+    d = EvalConfig()
+    p = sub.add_parser(
+        "eval",
+        help="fit routers on a dataset's train split and score them on its test split",
+        description="Writes report.json, report.md and curve.png (quality vs cost) into --out.",
+    )
+    p.add_argument("--data", required=True, type=Path, help="dataset file: .parquet, .jsonl, .csv or RouterBench .pkl")
+    p.add_argument(
+        "--routers",
+        default="knn,dense,task_oracle",
+        help=f"comma-separated routers to compare (available: {', '.join(ROUTERS)})",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    p.add_argument("--backbone", default=d.backbone, help="backbone for dense features: packaged name, path or hub id")
+    p.add_argument("--layer", type=int, default=d.layer, help="hidden layer to pool (0-based block index; -1 = last)")
+    p.add_argument("--pooling", choices=("mean", "max", "last"), default=d.pooling, help="pooling over prompt tokens")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens, help="prompt tokens kept (head + tail)")
+    p.add_argument("--head-tokens", type=int, default=d.head_tokens, help="of those, tokens kept from the start")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per backbone forward pass")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from router_models.harness import EvalConfig, run_eval
+
+    cfg = EvalConfig(
+        backbone=args.backbone,
+        layer=args.layer,
+        pooling=args.pooling,
+        max_tokens=args.max_tokens,
+        head_tokens=args.head_tokens,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    paths = run_eval(args.data, routers, args.out, cfg)
+    print(paths["md"].read_text())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sae-router", description="SAE-feature LLM router: evaluate, train, serve.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_eval(sub)
+    args = parser.parse_args(argv)
+    from router_models.data import DatasetError
+
+    try:
+        if args.command == "eval":
+            return _run_eval(args)
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"sae-router {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

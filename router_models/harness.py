@@ -1,0 +1,130 @@
+"""The evaluation loop: fit routers on a dataset's train split, score them on its test split.
+
+In:  a routing dataset file, router names, feature settings.
+Out: the report dictionary (``report.json``'s layout) with every router's metrics and curve next to the
+     reference points; :func:`run_eval` also writes it with :func:`router_models.report.write_report`.
+
+Every router sees the same thing: features of the prompt, training scores, and as its cost prediction
+each model's mean training cost. Hyperparameters are chosen on a validation part of train
+(:func:`router_models.data.validation_split`), never on test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router_models.data import RoutingDataset, load_dataset, validation_split
+from router_models.evaluate import evaluate_router, random_mixing, reference_points
+from router_models.scorers import KNNScorer, ProbeScorer, Scorer, TaskOracle, mean_cost
+
+__all__ = ["ROUTERS", "EvalConfig", "evaluate_dataset", "run_eval"]
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """A router in the harness: which features it reads and which scorer maps them to quality."""
+
+    features: str  # "dense" | "task"
+    make: Callable[[], Scorer]
+    description: str
+
+
+ROUTERS: dict[str, RouterSpec] = {
+    "knn": RouterSpec("dense", KNNScorer, "cosine kNN on the dense pooled hidden state"),
+    "dense": RouterSpec("dense", ProbeScorer, "per-model logistic/ridge probe on the dense pooled hidden state"),
+    "task_oracle": RouterSpec("task", TaskOracle, "per-task mean train score (reads the task label)"),
+}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Feature settings shared by the dense routers."""
+
+    backbone: str = "all-MiniLM-L6-v2"
+    layer: int = -1
+    pooling: str = "mean"
+    max_tokens: int = 256
+    head_tokens: int = 32  # few-shot prompts share their head: keep mostly the tail (see shared data README)
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _dense_features(cfg: EvalConfig, texts: list[str]) -> np.ndarray:
+    from router_models.backbone import BackboneConfig
+    from router_models.embeddings import EmbeddingSpec, embed_texts
+
+    bcfg = BackboneConfig(
+        name=cfg.backbone, max_tokens=cfg.max_tokens, head_tokens=cfg.head_tokens, batch_size=cfg.batch_size
+    )
+    return embed_texts(texts, EmbeddingSpec(bcfg, cfg.layer, cfg.pooling), progress=cfg.progress)
+
+
+def _features(kind: str, ds: RoutingDataset, cfg: EvalConfig, cache: dict[str, np.ndarray]) -> np.ndarray:
+    if kind == "task":
+        return np.asarray(ds.tasks)
+    if kind not in cache:
+        if kind != "dense":
+            raise ValueError(f"unknown feature kind {kind!r}")
+        cache[kind] = _dense_features(cfg, [str(p) for p in ds.prompts])
+    return cache[kind]
+
+
+def evaluate_dataset(ds: RoutingDataset, routers: list[str], cfg: EvalConfig) -> dict[str, Any]:
+    """Fit each router on ds's train split, evaluate on its test split; returns the report dict."""
+    unknown = [r for r in routers if r not in ROUTERS]
+    if unknown:
+        raise ValueError(f"unknown router(s) {unknown}; choose from {sorted(ROUTERS)}")
+    is_train = np.asarray(ds.splits) == "train"
+    train, test = ds.split("train"), ds.split("test")
+    _, val = validation_split(train, cfg.val_fraction)
+    pred_cost = mean_cost(train.scores, train.costs)
+    models = tuple(ds.models)
+    refs = reference_points(test.scores, test.costs, models)
+    cache: dict[str, np.ndarray] = {}
+    results: dict[str, Any] = {}
+    for name in routers:
+        spec = ROUTERS[name]
+        feats = _features(spec.features, ds, cfg, cache)
+        started = time.perf_counter()
+        scorer = spec.make().fit(feats[is_train], train.scores, val)
+        quality = scorer.predict_quality(feats[~is_train])
+        results[name] = evaluate_router(quality, pred_cost, test.scores, test.costs, models, refs)
+        results[name]["fit_seconds"] = round(time.perf_counter() - started, 3)
+        results[name]["description"] = spec.description
+    reference = {k: v.to_json() for k, v in refs.items()}
+    reference["random"] = random_mixing(refs)
+    return {
+        "dataset": ds.name,
+        "n_train": int(train.n_prompts),
+        "n_test": int(test.n_prompts),
+        "models": list(models),
+        "features": {
+            "backbone": cfg.backbone,
+            "layer": cfg.layer,
+            "pooling": cfg.pooling,
+            "max_tokens": cfg.max_tokens,
+            "head_tokens": cfg.head_tokens,
+        },
+        "reference": reference,
+        "routers": results,
+        "notes": [
+            "cost prediction for every router: each model's mean train cost",
+            "task_oracle reads the task label, which a deployed router never has",
+        ],
+    }
+
+
+def run_eval(data: str | Path, routers: list[str], out_dir: str | Path, cfg: EvalConfig) -> dict[str, Path]:
+    """Load ``data``, evaluate ``routers`` and write report.json / report.md / curve.png to ``out_dir``."""
+    from router_models.report import write_report
+
+    report = evaluate_dataset(load_dataset(data), routers, cfg)
+    return write_report(report, out_dir)
