@@ -77,8 +77,13 @@ def _features(kind: str, ds: RoutingDataset, cfg: EvalConfig, cache: dict[str, n
     return cache[kind]
 
 
-def evaluate_dataset(ds: RoutingDataset, routers: list[str], cfg: EvalConfig) -> dict[str, Any]:
-    """Fit each router on ds's train split, evaluate on its test split; returns the report dict."""
+def evaluate_dataset(
+    ds: RoutingDataset, routers: list[str], cfg: EvalConfig, features: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
+    """Fit each router on ds's train split, evaluate on its test split; returns the report dict.
+
+    ``features`` optionally supplies precomputed feature matrices by kind (rows aligned with ``ds``).
+    """
     unknown = [r for r in routers if r not in ROUTERS]
     if unknown:
         raise ValueError(f"unknown router(s) {unknown}; choose from {sorted(ROUTERS)}")
@@ -88,7 +93,7 @@ def evaluate_dataset(ds: RoutingDataset, routers: list[str], cfg: EvalConfig) ->
     pred_cost = mean_cost(train.scores, train.costs)
     models = tuple(ds.models)
     refs = reference_points(test.scores, test.costs, models)
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[str, np.ndarray] = dict(features or {})
     results: dict[str, Any] = {}
     for name in routers:
         spec = ROUTERS[name]
