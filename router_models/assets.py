@@ -130,8 +130,8 @@ def _convert_gguf(folder: Path, gguf_file: str, quiet: bool) -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
     # The GGUF weights are already dequantized to float on load; drop the quantizer marker so that
     # save_pretrained writes them as a plain (unquantized) checkpoint.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    setattr(model, "hf_quantizer", None)  # noqa: B010 (transformers types these as non-optional)
+    setattr(model, "is_quantized", False)  # noqa: B010
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     (folder / gguf_file).unlink()

@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     from router_models.harness import ROUTERS, EvalConfig
 
     d = EvalConfig()
@@ -56,16 +56,70 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_sae(sub: argparse._SubParsersAction) -> None:
+    import dataclasses
+
+    from router_models.train_sae import SAEJob
+
+    p = sub.add_parser(
+        "train-sae",
+        help="train a TopK SAE (or RouteSAE) on the backbone's activations over routing prompts",
+        description="Writes the SAE, sae_router.json (metrics: NMSE, explained variance, L0, dead latents, "
+        "downstream KL) and labels.json (feature labels) into --out.",
+    )
+    docs = _field_docs(SAEJob)
+    for f in dataclasses.fields(SAEJob):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "data":
+            p.add_argument(flag, nargs="*", default=[], help=docs.get(f.name))
+        elif f.name == "out":
+            p.add_argument(flag, required=True, help=docs.get(f.name))
+        else:
+            kind = int if f.type in ("int", "int | None") else str
+            p.add_argument(flag, type=kind, default=f.default, help=docs.get(f.name))
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string right after each field) of a dataclass, for --help."""
+    import ast
+    import inspect
+    import itertools
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for a, b in itertools.pairwise(body):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = str(b.value.value).replace("%", "%%")  # type: ignore[union-attr]
+    return docs
+
+
+def _run_train_sae(args: argparse.Namespace) -> int:
+    import json
+
+    from router_models.train_sae import SAEJob, run_job
+
+    job = SAEJob(**{k: v for k, v in vars(args).items() if k in SAEJob.__dataclass_fields__})
+    meta = run_job(job)
+    print(json.dumps(meta["metrics"], indent=2))
+    print(f"wrote {job.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sae-router", description="SAE-feature LLM router: evaluate, train, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_eval(sub)
+    _add_train_sae(sub)
     args = parser.parse_args(argv)
     from router_models.data import DatasetError
 
     try:
         if args.command == "eval":
             return _run_eval(args)
+        if args.command == "train-sae":
+            return _run_train_sae(args)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"sae-router {args.command}: error: {exc}", file=sys.stderr)
         return 2

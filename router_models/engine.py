@@ -123,7 +123,7 @@ def decide(
     util = q - lam * cost
     best = int(argmax_utility(q[None, :], cost, lam, eligible[None, :])[0])
     # Fallback order: the choice first, then utility descending, cost ascending on ties.
-    rest = sorted((j for j in np.flatnonzero(eligible) if j != best), key=lambda j: (-util[j], cost[j], j))
+    rest = sorted((int(j) for j in np.flatnonzero(eligible) if j != best), key=lambda j: (-util[j], cost[j], j))
     order = [best, *rest]
     return Decision(
         model=models[best],
