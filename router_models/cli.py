@@ -34,6 +34,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=d.max_tokens, help="prompt tokens kept (head + tail)")
     p.add_argument("--head-tokens", type=int, default=d.head_tokens, help="of those, tokens kept from the start")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per backbone forward pass")
+    p.add_argument(
+        "--sae",
+        default=None,
+        help="SAE folder (from train-sae): enables sae_probe / sae_knn; "
+        "dense features then come from the same backbone and layer",
+    )
+    p.add_argument("--max-train", type=int, default=None, help="subsample train prompts (stable hash)")
+    p.add_argument("--max-test", type=int, default=None, help="subsample test prompts (stable hash)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -47,6 +55,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         head_tokens=args.head_tokens,
         batch_size=args.batch_size,
+        sae=args.sae,
+        max_train=args.max_train,
+        max_test=args.max_test,
         progress=not args.no_progress,
     )
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]

@@ -30,7 +30,7 @@ __all__ = ["ROUTERS", "EvalConfig", "evaluate_dataset", "run_eval"]
 class RouterSpec:
     """A router in the harness: which features it reads and which scorer maps them to quality."""
 
-    features: str  # "dense" | "task"
+    features: str  # "dense" | "sae" | "task"
     make: Callable[[], Scorer]
     description: str
 
@@ -39,6 +39,8 @@ ROUTERS: dict[str, RouterSpec] = {
     "knn": RouterSpec("dense", KNNScorer, "cosine kNN on the dense pooled hidden state"),
     "dense": RouterSpec("dense", ProbeScorer, "per-model logistic/ridge probe on the dense pooled hidden state"),
     "task_oracle": RouterSpec("task", TaskOracle, "per-task mean train score (reads the task label)"),
+    "sae_probe": RouterSpec("sae", ProbeScorer, "per-model logistic/ridge probe on pooled SAE latents"),
+    "sae_knn": RouterSpec("sae", KNNScorer, "cosine kNN on pooled SAE latents"),
 }
 
 
@@ -53,6 +55,9 @@ class EvalConfig:
     head_tokens: int = 32  # few-shot prompts share their head: keep mostly the tail (see shared data README)
     batch_size: int = 32
     val_fraction: float = 0.2
+    sae: str | None = None  # SAE folder: adds "sae" features; "dense" then comes from the SAE's backbone/layer
+    max_train: int | None = None  # deterministic subsample (by prompt_id hash) to bound backbone time
+    max_test: int | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -67,14 +72,57 @@ def _dense_features(cfg: EvalConfig, texts: list[str]) -> np.ndarray:
     return embed_texts(texts, EmbeddingSpec(bcfg, cfg.layer, cfg.pooling), progress=cfg.progress)
 
 
+def _sae_features(cfg: EvalConfig, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled SAE latents [n, 2·d_sae], dense mean-pooled state at the SAE's layer [n, d_model])."""
+    import json
+
+    from router_models.assets import cache_root
+    from router_models.backbone import Backbone, BackboneConfig
+    from router_models.features import FeatureCache, extract_features, make_encoder
+
+    assert cfg.sae is not None
+    meta = json.loads((Path(cfg.sae) / "sae_router.json").read_text())
+    bcfg = BackboneConfig(
+        name=meta["backbone"]["name"], max_tokens=cfg.max_tokens, head_tokens=cfg.head_tokens, batch_size=16
+    )
+    encoder = make_encoder(cfg.sae)
+    key = [bcfg.name, bcfg.max_tokens, bcfg.head_tokens, bcfg.chat_template, encoder.fingerprint, "max,mean"]
+    holder: dict[str, Backbone] = {}
+
+    def compute(todo: list[str]) -> Any:
+        holder.setdefault("bb", Backbone.load(bcfg))
+        return extract_features(holder["bb"], encoder, todo, progress=cfg.progress)
+
+    feats = FeatureCache(cache_root(), key).get_or_compute(texts, compute)
+    return feats.dense_sparse(), feats.dense
+
+
 def _features(kind: str, ds: RoutingDataset, cfg: EvalConfig, cache: dict[str, np.ndarray]) -> np.ndarray:
     if kind == "task":
         return np.asarray(ds.tasks)
     if kind not in cache:
-        if kind != "dense":
+        texts = [str(p) for p in ds.prompts]
+        if kind == "sae" or (kind == "dense" and cfg.sae):
+            cache["sae"], cache["dense"] = _sae_features(cfg, texts)
+        elif kind == "dense":
+            cache[kind] = _dense_features(cfg, texts)
+        else:
             raise ValueError(f"unknown feature kind {kind!r}")
-        cache[kind] = _dense_features(cfg, [str(p) for p in ds.prompts])
     return cache[kind]
+
+
+def subsample(ds: RoutingDataset, max_train: int | None, max_test: int | None) -> RoutingDataset:
+    """At most ``max_train`` / ``max_test`` prompts per split, picked by a hash of prompt_id (stable)."""
+    import hashlib
+
+    rank = np.array([int(hashlib.sha1(str(p).encode()).hexdigest(), 16) % 10**9 for p in ds.prompt_ids])
+    keep = np.zeros(ds.n_prompts, dtype=bool)
+    for split, cap in (("train", max_train), ("test", max_test)):
+        rows = np.flatnonzero(np.asarray(ds.splits) == split)
+        if cap is not None and len(rows) > cap:
+            rows = rows[np.argsort(rank[rows], kind="stable")[:cap]]
+        keep[rows] = True
+    return ds.subset(keep)
 
 
 def evaluate_dataset(
@@ -87,6 +135,10 @@ def evaluate_dataset(
     unknown = [r for r in routers if r not in ROUTERS]
     if unknown:
         raise ValueError(f"unknown router(s) {unknown}; choose from {sorted(ROUTERS)}")
+    if any(ROUTERS[r].features == "sae" for r in routers) and not cfg.sae:
+        raise ValueError("SAE routers need --sae PATH (a folder written by `sae-router train-sae`)")
+    if cfg.max_train is not None or cfg.max_test is not None:
+        ds = subsample(ds, cfg.max_train, cfg.max_test)
     is_train = np.asarray(ds.splits) == "train"
     train, test = ds.split("train"), ds.split("test")
     _, val = validation_split(train, cfg.val_fraction)
@@ -117,6 +169,9 @@ def evaluate_dataset(
             "pooling": cfg.pooling,
             "max_tokens": cfg.max_tokens,
             "head_tokens": cfg.head_tokens,
+            "sae": cfg.sae,
+            "max_train": cfg.max_train,
+            "max_test": cfg.max_test,
         },
         "reference": reference,
         "routers": results,
