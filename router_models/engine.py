@@ -74,13 +74,21 @@ class Decision:
 class RoutingEngine(Protocol):
     """A loaded router. ``models`` are the names its predictions are aligned with."""
 
-    version: str
-    models: tuple[str, ...]
-    presets: dict[str, float]  # preset name -> λ; contains "default"
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def models(self) -> tuple[str, ...]: ...
+
+    @property
+    def presets(self) -> dict[str, float]:  # preset name -> λ; contains "default"
+        ...
 
     def score_batch(self, texts: Sequence[str]) -> list[PromptScores]: ...
 
-    def explain(self, scores: PromptScores, chosen: str, runner_up: str | None) -> dict[str, Any]: ...
+    def explain(
+        self, scores: PromptScores, chosen: str, runner_up: str | None, lam: float | None = None
+    ) -> dict[str, Any]: ...
 
 
 def lambda_interval(quality: np.ndarray, cost: np.ndarray, chosen: int, eligible: np.ndarray) -> tuple[float, float]:

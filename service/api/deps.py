@@ -1,0 +1,56 @@
+"""Route dependencies as ``Annotated`` aliases: the gateway, the request context, the caller, JSON bodies.
+
+The caller is authenticated before the body is read, so a request without a valid key gets its 401 first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel
+
+from service.auth import Caller
+from service.core.body import Parsed, read_json
+from service.core.middleware import RequestContext
+from service.gateway import Gateway
+from service.models import ChatCompletionCreate, RouteCreate
+
+__all__ = ["CallerDep", "ChatBody", "CtxDep", "GatewayDep", "RouteBody"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def get_ctx(request: Request) -> RequestContext:
+    ctx: RequestContext = request.state.ctx
+    return ctx
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+CtxDep = Annotated[RequestContext, Depends(get_ctx)]
+
+
+def authenticate(request: Request, gateway: GatewayDep, ctx: CtxDep) -> Caller:
+    caller = gateway.keys.authenticate(request.headers.get("authorization"))
+    ctx.key = caller.name
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+def _authenticated_body(model: type[M]) -> Callable[[Request, Caller], Awaitable[Parsed[M]]]:
+    async def parse(request: Request, _: CallerDep) -> Parsed[M]:
+        return await read_json(request, model)
+
+    return parse
+
+
+ChatBody = Annotated[Parsed[ChatCompletionCreate], Depends(_authenticated_body(ChatCompletionCreate))]
+RouteBody = Annotated[Parsed[RouteCreate], Depends(_authenticated_body(RouteCreate))]

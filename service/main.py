@@ -1,0 +1,68 @@
+"""The gateway app: ``create_app(settings, engine=None)`` and ``serve(settings)``.
+
+Run it with ``sae-router serve`` (which calls :func:`serve`), or by hand::
+
+    SAE_ROUTER_CONFIG=deploy/config.local.example.yaml python -c \\
+        "from service.core.config import Settings; from service.main import serve; serve(Settings())"
+
+Building the app does no I/O; the lifespan loads and warms the router, opens the one upstream
+``httpx.AsyncClient`` and the Redis pool, and starts the batching worker (see :mod:`service.gateway`).
+Pass ``engine`` to serve an already-built ``RoutingEngine`` (tests do) instead of loading ``artifact``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from router_models.engine import RoutingEngine
+from service.api.main import api_router
+from service.core.config import Settings
+from service.core.errors import ConfigError, install_error_handlers
+from service.core.logging import configure_logging
+from service.core.middleware import GatewayMiddleware
+from service.gateway import Gateway
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("sae_router.gateway")
+
+
+def create_app(settings: Settings, engine: RoutingEngine | None = None) -> FastAPI:
+    gateway = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await gateway.start(engine)
+            yield
+        except ConfigError as exc:
+            log.error("refusing to start: %s", exc)
+            raise
+        finally:
+            await gateway.aclose()
+
+    app = FastAPI(title="sae-router gateway", version="0.1.0", lifespan=lifespan)
+    app.state.gateway = gateway
+    app.include_router(api_router)
+    install_error_handlers(app)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, metrics=gateway.metrics, logger=log)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the gateway with uvicorn on ``settings.host:settings.port`` (blocks). JSON logs on stderr."""
+    import uvicorn
+
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,  # one JSON line per request comes from GatewayMiddleware
+        timeout_graceful_shutdown=30,
+    )

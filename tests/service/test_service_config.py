@@ -1,0 +1,127 @@
+"""Settings: YAML + env precedence, fail-fast refusals with clear messages, and the deploy/ examples."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from service.catalog import build_catalog
+from service.core.config import Settings
+from service.core.errors import ConfigError
+from service.engine import load_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+ZEROEVAL_MODELS = (
+    "gpt-4o-mini-2024-07-18",
+    "Meta-Llama-3.1-8B-Instruct",
+    "Qwen2.5-72B-Instruct",
+    "claude-3-5-sonnet-20240620",
+    "gemini-1.5-flash",
+    "Mistral-Nemo-Instruct-2407",
+    "deepseek-v2.5-0908",
+    "Meta-Llama-3.1-70B-Instruct",
+    "gpt-4o-2024-08-06",
+    "o1-mini-2024-09-12",
+)
+BACKEND = {"name": "m", "base_url": "http://127.0.0.1:9/v1"}
+NO_AUTH = {"require_auth": False}
+
+
+def test_yaml_then_env_then_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "port": 9000,
+                "batching": {"max_batch": 4, "max_wait_ms": 9},
+                "auth": NO_AUTH,
+                "backends": [BACKEND],
+            }
+        )
+    )
+    monkeypatch.setenv("SAE_ROUTER_CONFIG", str(config))
+    monkeypatch.setenv("SAE_ROUTER_PORT", "9100")
+    monkeypatch.setenv("SAE_ROUTER_BATCHING__MAX_BATCH", "7")
+    s = Settings(log_level="DEBUG")
+    assert (s.port, s.batching.max_batch, s.batching.max_wait_ms, s.log_level) == (9100, 7, 9, "DEBUG")
+    assert s.backends[0].name == "m" and s.backends[0].model_id == "m"
+
+
+def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SAE_ROUTER_CONFIG", str(tmp_path / "nope.yaml"))
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"artifact": "/no/such/router"}, "artifact '/no/such/router' is not a directory"),
+        ({"backends": [{**BACKEND, "base_url": "ftp://x/v1"}]}, "absolute http(s) URL"),
+        ({"backends": [{**BACKEND, "base_url": "localhost:8000"}]}, "absolute http(s) URL"),
+        ({"backends": [BACKEND, BACKEND]}, "duplicate backend name(s): ['m']"),
+        ({"backends": [{**BACKEND, "name": "router:x"}]}, "clash with the router's own model names"),
+        ({"backends": [{**BACKEND, "api_key_env": "NOT_SET_ANYWHERE"}]}, "NOT_SET_ANYWHERE is not set"),
+        ({"backends": [{**BACKEND, "api_key_env": "sk-abc123"}]}, "NAME of an environment variable"),
+        ({"backends": [{**BACKEND, "price": 1}]}, "Extra inputs are not permitted"),
+        ({"auth": {"require_auth": True}}, "auth.api_keys is empty"),
+        ({"auth": {"api_keys": [{"name": "a", "sha256": "sk-plaintext"}]}}, "64 lowercase hex"),
+        ({"routing": {"max_chars": 100, "head_chars": 100}}, "head_chars must be smaller"),
+        ({"redis_url": "localhost:6379"}, "redis_url must start with"),
+        ({"worker_url": "not a url"}, "absolute http(s) URL"),
+    ],
+)
+def test_refuses_bad_config(values: dict[str, Any], message: str) -> None:
+    values = {"auth": NO_AUTH, **values}
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Settings(**values)
+
+
+def test_auth_is_required_by_default() -> None:
+    with pytest.raises(ValidationError, match="require_auth is true"):
+        Settings()
+
+
+def test_catalog_refusals() -> None:
+    b = Settings(auth=NO_AUTH, backends=[BACKEND, {**BACKEND, "name": "n"}]).backends
+    with pytest.raises(ConfigError, match="'n' is not a model of the router"):
+        build_catalog(b, {}, ["m"])
+    with pytest.raises(ConfigError, match="both serve router model 'm'"):
+        build_catalog(b, {"n": "m"}, ["m"])
+    with pytest.raises(ConfigError, match="alias 'x' -> 'zz'"):
+        build_catalog(b[:1], {"x": "zz"}, ["m"])
+    with pytest.raises(ConfigError, match="no backend is configured"):
+        build_catalog([], {}, ["m"])
+
+
+def test_load_engine_needs_an_artifact() -> None:
+    with pytest.raises(ConfigError, match="SAE_ROUTER_ARTIFACT"):
+        load_engine(Settings(auth=NO_AUTH))
+
+
+@pytest.mark.parametrize("name", ["config.example.yaml", "config.local.example.yaml"])
+def test_deploy_examples_load(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SAE_ROUTER_CONFIG", str(ROOT / "deploy" / name))
+    monkeypatch.setenv("SAE_ROUTER_ARTIFACT", str(tmp_path))  # the example's runs/router need not exist here
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test")
+    s = Settings()
+    catalog = build_catalog(s.backends, s.aliases, ZEROEVAL_MODELS)
+    assert set(catalog.allowed) | set(catalog.excluded) == set(ZEROEVAL_MODELS)
+    if name == "config.example.yaml":
+        assert not catalog.excluded and catalog.backend("sonnet") == "claude-3-5-sonnet-20240620"
+        assert s.backend_api_key("gpt-4o-2024-08-06") == "sk-or-test"
+    else:
+        assert len(catalog.excluded) == 7 and s.backend_api_key("Qwen2.5-72B-Instruct") is None
+
+
+def test_settings_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K", "sk-very-secret")
+    s = Settings(auth=NO_AUTH, backends=[{**BACKEND, "api_key_env": "K"}])
+    assert s.backend_api_key("m") == "sk-very-secret"
+    for text in (repr(s), str(s), str(s.describe()), s.model_dump_json()):
+        assert "sk-very-secret" not in text
