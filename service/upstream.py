@@ -174,6 +174,9 @@ class Upstreams:
     async def _attempt(
         self, b: BackendSettings, body: dict[str, Any], stream: bool, timeout: float, request_id: str
     ) -> UpstreamReply:
+        missing = self.settings.missing_api_key(b.name)
+        if missing is not None:  # missing_api_keys: warn; the next backend in the ranking may have its key
+            raise _Retryable(f"no API key: set {missing}")
         sem, t0 = self._sems[b.name], time.perf_counter()
         outcome, response, handed_off = "ok", None, False
         try:

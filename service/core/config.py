@@ -188,10 +188,14 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # "refuse": a backend whose api_key_env is unset stops start-up (production). "warn": start anyway (routing
+    # works; a chat request sent to that backend fails with a 502 naming the missing variable): local trials.
+    missing_api_keys: Literal["refuse", "warn"] = "refuse"
     worker_host: str = "127.0.0.1"
     worker_port: int = Field(default=8081, ge=0, le=65535)
 
     _backend_keys: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+    _missing_keys: dict[str, str] = PrivateAttr(default_factory=dict)  # backend -> unset env var name
 
     @classmethod
     def settings_customise_sources(
@@ -231,10 +235,17 @@ class Settings(BaseSettings):
             if b.api_key_env is None:
                 continue
             value = os.environ.get(b.api_key_env)
+            if not value and self.missing_api_keys == "warn":
+                self._missing_keys[b.name] = b.api_key_env
+                continue
             if not value:
                 raise ValueError(f"backend {b.name!r}: environment variable {b.api_key_env} is not set")
             keys[b.name] = SecretStr(value)
         return keys
+
+    def missing_api_key(self, name: str) -> str | None:
+        """Name of the unset env var of backend ``name`` (only with missing_api_keys: warn), else None."""
+        return self._missing_keys.get(name)
 
     def backend_api_key(self, name: str) -> str | None:
         """The upstream key of backend ``name`` (from its ``api_key_env``), or None for keyless backends."""

@@ -421,3 +421,17 @@ def test_token_limit(make_settings: Callable[..., Settings]) -> None:
         third = chat(client, "x" * 200)  # 50 estimated: over the limit on its own
     assert first.status_code == 200 and second.status_code == 200
     assert third.status_code == 429 and third.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_missing_upstream_key_in_warn_mode_routes_but_chat_names_the_variable(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """missing_api_keys: warn lets a newcomer start without provider keys: routing works, chat says what to set."""
+    monkeypatch.delenv("FAKE_UPSTREAM_KEY", raising=False)
+    with pytest.raises(ValueError, match="FAKE_UPSTREAM_KEY is not set"):
+        make_settings()
+    with gateway(make_settings(missing_api_keys="warn")) as client:
+        assert client.post("/route", json={"prompt": "a hard proof"}, headers=CLIENT_AUTH).status_code == 200
+        r = chat(client, "a hard proof")
+    assert r.status_code == 502
+    assert "set FAKE_UPSTREAM_KEY" in r.json()["error"]["message"]
