@@ -118,11 +118,57 @@ def _run_train_sae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    for name, what in (("serve", "the gateway"), ("worker", "the feature worker (batched backbone + SAE scoring)")):
+        p = sub.add_parser(
+            name,
+            help=f"run {what}",
+            description=f"Run {what}. Settings come from the YAML file named by --config (or $SAE_ROUTER_CONFIG), "
+            "overridden by SAE_ROUTER_* environment variables (nested with __).",
+        )
+        p.add_argument("--config", type=Path, default=None, help="YAML config (sets $SAE_ROUTER_CONFIG)")
+        p.add_argument("--host", default=None, help="bind address (overrides the config)")
+        p.add_argument("--port", type=int, default=None, help="port (overrides the config)")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    if args.config is not None:
+        if not args.config.is_file():
+            raise FileNotFoundError(f"--config {args.config}: no such file")
+        os.environ["SAE_ROUTER_CONFIG"] = str(args.config)
+    from pydantic import ValidationError
+
+    from service.core.config import Settings
+
+    overrides: dict[str, object] = {}
+    host_key, port_key = ("host", "port") if args.command == "serve" else ("worker_host", "worker_port")
+    if args.host is not None:
+        overrides[host_key] = args.host
+    if args.port is not None:
+        overrides[port_key] = args.port
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ValueError(f"invalid configuration: {exc}") from None
+    if args.command == "serve":
+        from service.main import serve
+
+        serve(settings)
+    else:
+        from service.worker_app import serve_worker
+
+        serve_worker(settings)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sae-router", description="SAE-feature LLM router: evaluate, train, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_eval(sub)
     _add_train_sae(sub)
+    _add_serve(sub)
     args = parser.parse_args(argv)
     from router_models.data import DatasetError
 
@@ -131,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_eval(args)
         if args.command == "train-sae":
             return _run_train_sae(args)
+        if args.command in ("serve", "worker"):
+            return _run_serve(args)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"sae-router {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,103 @@
+"""Explanations: the probe's logit difference decomposes exactly into feature contributions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from router_fakes import MODELS, PRICES, fast_candidates, featurizer, make_routing, one_blas_thread
+
+from router_models.artifact import FeatureSpec, TrainedRouter
+from router_models.engine import PromptScores, lambda_interval
+from router_models.explain import explain_pair, probe_contributions
+from router_models.scorers import ProbeScorer
+from router_models.selection import fit_router
+
+LABELS = {
+    "latents": {str(i): {"label": f"latent-{i}", "top_tokens": [], "tasks": [], "frequency": 0.1} for i in range(32)}
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _blas() -> Iterator[None]:
+    with one_blas_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[TrainedRouter, list[str]]:
+    syn = make_routing(300, seed=2)
+    texts = [str(p) for p in syn.ds.prompts]
+    spec = FeatureSpec("SmolLM2-135M-Instruct", 512, 64, True, (9,), 9, d_sae=32, d_model=16)
+    cands = {k: v for k, v in fast_candidates().items() if k in ("probe", "cluster")}
+    router, _ = fit_router(
+        syn.features,
+        syn.ds,
+        spec=spec,
+        prices=PRICES,
+        labels=LABELS,
+        candidates=cands,
+        featurize=featurizer(texts, syn.features),
+    )
+    return router, texts
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_contributions_sum_exactly_to_the_logit_difference(sparse: bool) -> None:
+    syn = make_routing(300, seed=3)
+    X = syn.features.sparse if sparse else syn.features.dense_sparse()
+    probe = ProbeScorer(Cs=(1.0,), top_k=(16,)).fit(X, syn.ds.scores)
+    logits = probe.logits(X[:20])
+    for i in range(20):
+        for chosen, runner in ((3, 0), (1, 2), (0, None)):
+            c = probe_contributions(probe, X[i], chosen, runner)
+            expected = logits[i, chosen] - (logits[i, runner] if runner is not None else 0.0)
+            assert c.logit_difference == pytest.approx(expected, abs=1e-12)
+            assert np.allclose(c.values.sum() + c.bias, expected, atol=1e-9, rtol=0)
+
+
+def test_explain_pair_lists_top_features_that_add_up(fitted: tuple[TrainedRouter, list[str]]) -> None:
+    router, texts = fitted
+    assert router.probe is not None
+    for text in texts[:10]:
+        scores = router.score_batch([text])[0]
+        d = router.decide(scores, "balanced")
+        out = router.explain(scores, d.model, d.ranking[1])
+        probe = out["probe"]
+        listed = sum(f["contribution"] for f in probe["features"])
+        total = listed + probe["other_features"] + probe["bias_difference"]
+        assert np.allclose(total, probe["logit_difference"], atol=1e-9, rtol=0)
+        i, r = router.models.index(d.model), router.models.index(d.ranking[1])
+        logits = router.probe.logits(sp.csr_matrix(scores.features))[0]
+        assert probe["logit_difference"] == pytest.approx(logits[i] - logits[r], abs=1e-9)
+        for f in probe["features"]:  # pooled index -> (latent, block) -> label
+            assert f["latent"] == f["feature"] % 32 and f["pooling"] == ("max", "mean")[f["feature"] // 32]
+            assert f["label"] == f"latent-{f['latent']}"
+        assert abs(probe["features"][0]["contribution"]) >= abs(probe["features"][-1]["contribution"])
+
+
+def test_explanation_reports_both_models_margins_and_lambda_range(fitted: tuple[TrainedRouter, list[str]]) -> None:
+    router, texts = fitted
+    d = router.decide(texts[0], "cheap", explain=True)
+    ex = d.explanation
+    assert ex is not None
+    runner = d.ranking[1]
+    assert ex["chosen"] == {"model": d.model, "quality": d.quality[d.model], "cost": d.cost[d.model]}
+    assert ex["runner_up"]["model"] == runner
+    assert ex["utility_margin"] == pytest.approx(d.utility[d.model] - d.utility[runner])
+    assert ex["utility_margin"] >= -1e-12
+    lo, hi = ex["pair_lambda_interval"]
+    assert lo <= d.lam <= hi and ex["lambda_interval"] == list(d.lambda_interval)
+    q, c = np.array(list(d.quality.values())), np.array(list(d.cost.values()))
+    assert list(d.lambda_interval) == list(lambda_interval(q, c, router.models.index(d.model), np.ones(4, bool)))
+    assert ex["clusters"] and set(ex["clusters"][0]["mean_score"]) == {d.model, runner}
+
+
+def test_explain_without_runner_up_or_probe() -> None:
+    scores = PromptScores(np.array([0.9, 0.5, 0.4, 0.2]), np.array([1.0, 2.0, 3.0, 4.0]))
+    out = explain_pair(MODELS, scores, "cheap", None)
+    assert out["runner_up"] is None and "probe" not in out and out["chosen"]["quality"] == 0.9
+    with pytest.raises(ValueError, match="unknown model"):
+        explain_pair(MODELS, scores, "nope", None)
