@@ -22,6 +22,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         description="Writes report.json, report.md and curve.png (quality vs cost) into --out.",
     )
     p.add_argument("--data", required=True, type=Path, help="dataset file: .parquet, .jsonl, .csv or RouterBench .pkl")
+    p.add_argument("--artifact", type=Path, default=None, help="evaluate this trained router as it is (no refitting)")
     p.add_argument(
         "--routers",
         default="knn,dense,task_oracle",
@@ -47,6 +48,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from router_models.harness import EvalConfig, run_eval
+
+    if args.artifact is not None:
+        from router_models.report import write_report
+        from router_models.train_router import evaluate_artifact
+
+        report = evaluate_artifact(args.artifact, args.data, args.max_test, progress=not args.no_progress)
+        paths = write_report(report, args.out)
+        print(paths["md"].read_text())
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+        return 0
 
     cfg = EvalConfig(
         backbone=args.backbone,
@@ -163,12 +174,158 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_router_commands(sub: argparse._SubParsersAction) -> None:
+    from router_models.train_router import DEFAULT_ARTIFACT
+
+    p = sub.add_parser(
+        "train",
+        help="train a router artifact (features, scorer selection, calibration, presets, test report)",
+        description="Fits every candidate scorer on the train split, keeps the best by validation AUC, calibrates "
+        "and sets presets on validation, evaluates on test against baselines fitted in the same run, and "
+        "writes the router directory to --out.",
+    )
+    p.add_argument("--data", nargs="+", required=True, help="dataset file(s); several are combined")
+    p.add_argument("--sae", required=True, help="SAE folder from `sae-router train-sae`")
+    p.add_argument("--out", required=True, help="router directory to write")
+    p.add_argument("--models", default="", help="comma-separated model pool (default: all)")
+    p.add_argument("--complete-models", action="store_true", help="keep only models scored on every prompt")
+    p.add_argument("--prices", default=None, help="prices.json (dataset -> model -> $/Mtok in/out)")
+    p.add_argument("--max-train", type=int, default=None, help="subsample train prompts (stable hash)")
+    p.add_argument("--max-test", type=int, default=None, help="subsample test prompts (stable hash)")
+    p.add_argument("--max-tokens", type=int, default=128, help="prompt tokens kept (head + tail)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+    p = sub.add_parser("route", help="route one prompt with a trained router and explain the decision (JSON)")
+    p.add_argument("prompt", help="the prompt text")
+    p.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT, help="router directory (default: bundled)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--lambda", dest="lam", type=float, default=None, help="cost weight λ ≥ 0 (USD⁻¹)")
+    g.add_argument("--preset", default=None, help="named preset stored in the artifact (default: 'default')")
+    p.add_argument("--models", default="", help="comma-separated allowed models")
+    p.add_argument("--max-cost", type=float, default=None, help="max predicted USD per request")
+    p.add_argument("--min-quality", type=float, default=None, help="min predicted quality")
+
+    p = sub.add_parser(
+        "calibrate",
+        help="recompute the artifact's presets (λ per target) on a labelled dataset's train split",
+        description="Targets: NAME=quality_share:0.95 (>= 95%% of the best single model's quality at least cost), "
+        "NAME=cost_share:0.3 (best quality at <= 30%% of its cost), NAME=model_share:0.2:MODEL (<= 20%% of calls "
+        "to MODEL), NAME=lambda:0.5 (fixed).",
+    )
+    p.add_argument("--artifact", type=Path, required=True, help="router directory (rewritten in place)")
+    p.add_argument("--data", required=True, help="labelled dataset with the router's models")
+    p.add_argument("--target", action="append", default=[], help="preset target (repeatable); default: the usual")
+    p.add_argument("--default", default="balanced", help="preset used when a request names none")
+    p.add_argument("--max-prompts", type=int, default=1000, help="train prompts used (stable hash)")
+
+    p = sub.add_parser("onboard", help="add a model to a trained router from its results on a few hundred prompts")
+    p.add_argument("--artifact", type=Path, required=True, help="router directory")
+    p.add_argument("--model", required=True, help="name of the new model")
+    p.add_argument("--scores", required=True, help="dataset file with the new model's results (canonical schema)")
+    p.add_argument("--price", nargs=2, type=float, metavar=("IN", "OUT"), required=True, help="USD per Mtok")
+    p.add_argument("--out", type=Path, default=None, help="write here instead of rewriting --artifact")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from router_models.train_router import TrainConfig, train_router
+
+    cfg = TrainConfig(
+        data=args.data,
+        sae=args.sae,
+        out=args.out,
+        models=[m for m in args.models.split(",") if m],
+        complete_models=args.complete_models,
+        prices=args.prices,
+        max_train=args.max_train,
+        max_test=args.max_test,
+        max_tokens=args.max_tokens,
+        overwrite=args.overwrite,
+    )
+    _, report = train_router(cfg)
+    from router_models.report import markdown_table, write_report
+
+    write_report(report, Path(args.out) / "report")
+    print(markdown_table(report))
+    print(f"selected: {report['selected']}; wrote {args.out}")
+    return 0
+
+
+def _run_route(args: argparse.Namespace) -> int:
+    import json
+
+    from router_models.artifact import load_router
+    from router_models.engine import Constraints
+
+    router = load_router(args.artifact)
+    allowed = tuple(m for m in args.models.split(",") if m) or None
+    constraints = Constraints(allowed=allowed, max_cost=args.max_cost, min_quality=args.min_quality)
+    choice = args.lam if args.lam is not None else (args.preset or "default")
+    decision = router.decide(args.prompt, choice, constraints, explain=True)
+    print(json.dumps({"router_version": router.version, **decision.to_json()}, indent=2))
+    return 0
+
+
+def _parse_target(text: str) -> tuple[str, object]:
+    from router_models.calibration import PresetTarget
+
+    try:
+        name, spec = text.split("=", 1)
+        kind, value, *rest = spec.split(":")
+        return name, PresetTarget(kind, float(value), rest[0] if rest else None)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"--target {text!r}: expected NAME=KIND:VALUE[:MODEL]") from None
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from router_models.artifact import load_router, save_router
+    from router_models.calibration import DEFAULT_PRESETS, fit_presets
+    from router_models.data import load_dataset
+    from router_models.harness import subsample
+    from router_models.train_router import artifact_features
+
+    router = load_router(args.artifact, load_backbone=False)
+    ds = subsample(load_dataset(args.data), args.max_prompts, 0).split("train")
+    ds = ds.select_models(router.models)
+    texts = [str(p) for p in ds.prompts]
+    q, c = router.predict(artifact_features(router, args.artifact, texts), texts)
+    targets = dict(_parse_target(t) for t in args.target) or DEFAULT_PRESETS
+    router.preset_table = fit_presets(q, c, ds.scores, ds.costs, router.models, targets, args.default)  # type: ignore[arg-type]
+    save_router(router, args.artifact, overwrite=True)
+    print(json.dumps(router.preset_table, indent=2))
+    return 0
+
+
+def _run_onboard(args: argparse.Namespace) -> int:
+    from router_models.artifact import load_router, save_router
+    from router_models.costs import ModelPrice
+    from router_models.data import load_dataset
+    from router_models.onboard import onboard
+    from router_models.train_router import artifact_features
+
+    router = load_router(args.artifact, load_backbone=False)
+    ds = load_dataset(args.scores)
+    if args.model not in ds.models:
+        raise ValueError(f"{args.scores} has no results for {args.model!r} (models: {list(ds.models)})")
+    ds = ds.select_models([args.model])
+    texts = [str(p) for p in ds.prompts]
+    feats = artifact_features(router, args.artifact, texts)
+    price = ModelPrice(args.price[0], args.price[1], None)
+    new = onboard(router, args.model, feats, ds.scores[:, 0], texts=texts, costs=ds.costs[:, 0], price=price)
+    out = args.out or args.artifact
+    save_router(new, out, overwrite=True)
+    print(f"onboarded {args.model} from {ds.n_prompts} prompts; router {new.version} written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sae-router", description="SAE-feature LLM router: evaluate, train, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_eval(sub)
     _add_train_sae(sub)
     _add_serve(sub)
+    _add_router_commands(sub)
     args = parser.parse_args(argv)
     from router_models.data import DatasetError
 
@@ -179,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train_sae(args)
         if args.command in ("serve", "worker"):
             return _run_serve(args)
+        handlers = {"train": _run_train, "route": _run_route, "calibrate": _run_calibrate, "onboard": _run_onboard}
+        if args.command in handlers:
+            return handlers[args.command](args)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"sae-router {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -74,26 +74,10 @@ def _dense_features(cfg: EvalConfig, texts: list[str]) -> np.ndarray:
 
 def _sae_features(cfg: EvalConfig, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(pooled SAE latents [n, 2·d_sae], dense mean-pooled state at the SAE's layer [n, d_model])."""
-    import json
-
-    from router_models.assets import cache_root
-    from router_models.backbone import Backbone, BackboneConfig
-    from router_models.features import FeatureCache, extract_features, make_encoder
+    from router_models.train_router import cached_features
 
     assert cfg.sae is not None
-    meta = json.loads((Path(cfg.sae) / "sae_router.json").read_text())
-    bcfg = BackboneConfig(
-        name=meta["backbone"]["name"], max_tokens=cfg.max_tokens, head_tokens=cfg.head_tokens, batch_size=16
-    )
-    encoder = make_encoder(cfg.sae)
-    key = [bcfg.name, bcfg.max_tokens, bcfg.head_tokens, bcfg.chat_template, encoder.fingerprint, "max,mean"]
-    holder: dict[str, Backbone] = {}
-
-    def compute(todo: list[str]) -> Any:
-        holder.setdefault("bb", Backbone.load(bcfg))
-        return extract_features(holder["bb"], encoder, todo, progress=cfg.progress)
-
-    feats = FeatureCache(cache_root(), key).get_or_compute(texts, compute)
+    feats, _, _ = cached_features(cfg.sae, texts, cfg.max_tokens, cfg.head_tokens, progress=cfg.progress)
     return feats.dense_sparse(), feats.dense
 
 

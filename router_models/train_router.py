@@ -1,0 +1,227 @@
+"""Train a router artifact end to end: dataset(s) + SAE → features → fit_router → test report → directory.
+
+In:  routing dataset file(s) in the canonical schema, an SAE folder (``sae-router train-sae``), optional
+     prices (the shared ``prices.json`` layout) and a model pool.
+Out: a router directory (:func:`router_models.artifact.save_router`) whose manifest carries the selection
+     report (every candidate's validation AUC), calibration, presets and the **test-split** metrics of the
+     selected router next to baselines fitted in the same run on the same features (kNN, dense probe,
+     UniRoute clusters, SAE probe, task oracle) and the reference points.
+
+The default router is made by::
+
+    sae-router train --data ../shared/data/routing/zeroeval_gsm_math.parquet --complete-models \\
+        --sae artifacts/sae/smollm2-l15 --prices ../shared/data/routing/prices.json --out artifacts/default-router
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router_models.data import RoutingDataset, load_dataset, validation_split
+from router_models.features import PromptFeatures
+
+__all__ = ["TrainConfig", "cached_features", "combine", "load_prices", "train_router"]
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``sae-router train``."""
+
+    data: list[str]
+    sae: str
+    out: str
+    models: list[str] = field(default_factory=list)  # model pool; empty = every model of the data
+    complete_models: bool = False  # keep only models with a result on every prompt
+    prices: str | None = None  # prices.json (file -> model -> input/output per Mtok)
+    max_train: int | None = None
+    max_test: int | None = None
+    max_tokens: int = 128
+    overwrite: bool = False
+    progress: bool = True
+
+
+def cached_features(
+    sae_dir: str | Path, texts: Sequence[str], max_tokens: int = 128, head_tokens: int = 32, progress: bool = True
+) -> tuple[PromptFeatures, Any, Any]:
+    """Features of ``texts`` through the SAE's backbone (cached per text); returns (features, bcfg, encoder)."""
+    from router_models.assets import cache_root
+    from router_models.backbone import Backbone, BackboneConfig
+    from router_models.features import FeatureCache, extract_features, make_encoder
+
+    meta = json.loads((Path(sae_dir) / "sae_router.json").read_text())
+    bcfg = BackboneConfig(name=meta["backbone"]["name"], max_tokens=max_tokens, head_tokens=head_tokens)
+    encoder = make_encoder(sae_dir)
+    key = [bcfg.name, bcfg.max_tokens, bcfg.head_tokens, bcfg.chat_template, encoder.fingerprint, "max,mean"]
+    holder: dict[str, Backbone] = {}
+
+    def compute(todo: list[str]) -> PromptFeatures:
+        holder.setdefault("bb", Backbone.load(bcfg))
+        return extract_features(holder["bb"], encoder, todo, progress=progress)
+
+    return FeatureCache(cache_root(), key).get_or_compute(list(texts), compute), bcfg, encoder
+
+
+def combine(datasets: Sequence[RoutingDataset]) -> RoutingDataset:
+    """One dataset from several (prompt ids prefixed by dataset name; models unioned, NaN where absent)."""
+    import pandas as pd
+
+    from router_models.data import from_long_frame
+
+    if len(datasets) == 1:
+        return datasets[0]
+    frames = []
+    for ds in datasets:
+        df = ds.to_long_frame()
+        df["prompt_id"] = ds.name + ":" + df["prompt_id"].astype(str)
+        df["task"] = ds.name + ":" + df["task"].astype(str)
+        frames.append(df)
+    return from_long_frame(pd.concat(frames, ignore_index=True), "+".join(d.name for d in datasets))
+
+
+def load_prices(path: str | Path | None, dataset_names: Sequence[str]) -> dict[str, Any] | None:
+    """Per-model token prices from a prices.json (file -> model -> prices), merged over the named datasets."""
+    from router_models.costs import parse_prices
+
+    if path is None:
+        return None
+    raw = json.loads(Path(path).read_text())
+    merged: dict[str, Any] = {}
+    for name in dataset_names:
+        merged.update(raw.get(name, {}))
+    return parse_prices(merged) if merged else None
+
+
+def _baselines(
+    feats_train: PromptFeatures,
+    feats_test: PromptFeatures,
+    train: RoutingDataset,
+    test: RoutingDataset,
+    val: np.ndarray,
+    pred_cost: np.ndarray,
+) -> dict[str, Any]:
+    """Baselines fitted on the same train rows and features, scored on test with the router's cost model."""
+    from router_models.evaluate import evaluate_router
+    from router_models.scorers import ClusterScorer, KNNScorer, ProbeScorer, TaskOracle
+
+    runs: dict[str, tuple[Any, Any, Any]] = {
+        "knn (dense)": (KNNScorer(), feats_train.dense, feats_test.dense),
+        "dense probe": (ProbeScorer(), feats_train.dense, feats_test.dense),
+        "cluster (dense)": (ClusterScorer(), feats_train.dense, feats_test.dense),
+        "sae probe": (ProbeScorer(top_k=(64, 256, None)), feats_train.sparse, feats_test.sparse),
+        "sae knn": (KNNScorer(), feats_train.dense_sparse(), feats_test.dense_sparse()),
+        "task oracle (uses task label)": (TaskOracle(), np.asarray(train.tasks), np.asarray(test.tasks)),
+    }
+    out = {}
+    for name, (scorer, x_train, x_test) in runs.items():
+        q = scorer.fit(x_train, train.scores, val).predict_quality(x_test)
+        res = evaluate_router(q, pred_cost, test.scores, test.costs, tuple(test.models))
+        out[name] = {k: res[k] for k in ("auc", "cost_at_95", "peak_quality", "quality_at_best_cost", "curve")}
+    return out
+
+
+def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
+    """Fit, select, calibrate, evaluate on test and save; returns (router, test report)."""
+    from router_models.artifact import FeatureSpec, save_router
+    from router_models.evaluate import random_mixing, reference_points
+    from router_models.harness import subsample
+    from router_models.selection import fit_router
+
+    started = time.perf_counter()
+    datasets = [load_dataset(p) for p in cfg.data]
+    ds = combine(datasets)
+    if cfg.complete_models:
+        ds = ds.select_models([m for j, m in enumerate(ds.models) if not np.isnan(ds.scores[:, j]).any()])
+    if cfg.models:
+        ds = ds.select_models(cfg.models)
+    ds = subsample(ds, cfg.max_train, cfg.max_test)
+    train, test = ds.split("train"), ds.split("test")
+    texts_train, texts_test = [str(p) for p in train.prompts], [str(p) for p in test.prompts]
+    feats, bcfg, encoder = cached_features(cfg.sae, texts_train + texts_test, cfg.max_tokens, progress=cfg.progress)
+    n = len(texts_train)
+    f_train = PromptFeatures(feats.sparse[:n], feats.dense[:n], feats.recon_error[:n], feats.n_tokens[:n])
+    f_test = PromptFeatures(feats.sparse[n:], feats.dense[n:], feats.recon_error[n:], feats.n_tokens[n:])
+    labels_file = Path(cfg.sae) / "labels.json"
+    labels = json.loads(labels_file.read_text()) if labels_file.exists() else None
+    spec = FeatureSpec.from_encoder(bcfg, encoder, cfg.sae, int(feats.dense.shape[1]))
+    val = validation_split(train)[1]
+    prices = load_prices(cfg.prices, [d.name for d in datasets])
+    router, selection = fit_router(f_train, train, val, spec=spec, prices=prices, labels=labels)
+    test_eval = router.evaluate(f_test, test)
+    _, pred_cost = router.predict(f_test, texts_test)
+    refs = reference_points(test.scores, test.costs, tuple(test.models))
+    reference: dict[str, Any] = {k: v.to_json() for k, v in refs.items()}
+    reference["random"] = random_mixing(refs)
+    report = {
+        "dataset": ds.name,
+        "n_train": train.n_prompts,
+        "n_test": test.n_prompts,
+        "models": list(test.models),
+        "selected": selection["selected"],
+        "reference": reference,
+        "routers": {
+            f"sae-router ({selection['selected']})": {
+                k: test_eval[k] for k in ("auc", "cost_at_95", "peak_quality", "quality_at_best_cost", "curve")
+            },
+            **_baselines(f_train, f_test, train, test, val, pred_cost),
+        },
+        "selection": selection,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    router.report["test"] = {k: v for k, v in report.items() if k != "selection"}
+    save_router(router, cfg.out, overwrite=cfg.overwrite)
+    return router, report
+
+
+DEFAULT_ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "default-router"
+
+
+def artifact_features(router: Any, artifact: str | Path, texts: Sequence[str], progress: bool = True) -> PromptFeatures:
+    """Features of ``texts`` as the artifact's manifest defines them (cached)."""
+    spec = router.spec
+    feats, _, _ = cached_features(Path(artifact) / "sae", texts, spec.max_tokens, spec.head_tokens, progress=progress)
+    return feats
+
+
+def evaluate_artifact(
+    artifact: str | Path, data: str | Path, max_test: int | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Score a trained router as it is (no refitting) on the test split of ``data``.
+
+    The dataset may be one the router never saw and may hold only part of its pool: the router chooses among
+    the models both share, and the reference points are computed over those models.
+    """
+    from router_models.artifact import load_router
+    from router_models.evaluate import evaluate_router, random_mixing, reference_points
+    from router_models.harness import subsample
+
+    router = load_router(artifact, load_backbone=False)
+    test = subsample(load_dataset(data), 0, max_test).split("test")
+    shared = [m for m in router.models if m in test.models]
+    if not shared:
+        raise ValueError(f"{test.name} shares no model with the router (router: {list(router.models)})")
+    test = test.select_models(shared)
+    keep = ~np.isnan(test.scores).all(axis=1)
+    test = test.subset(keep)
+    texts = [str(p) for p in test.prompts]
+    q, c = router.predict(artifact_features(router, artifact, texts, progress), texts)
+    idx = [router.models.index(m) for m in shared]
+    refs = reference_points(test.scores, test.costs, tuple(shared))
+    reference: dict[str, Any] = {k: v.to_json() for k, v in refs.items()}
+    reference["random"] = random_mixing(refs)
+    result = evaluate_router(q[:, idx], c[:, idx], test.scores, test.costs, tuple(shared), refs)
+    return {
+        "dataset": test.name,
+        "n_test": test.n_prompts,
+        "models": shared,
+        "router": {"artifact": str(artifact), "version": router.version, "models": list(router.models)},
+        "reference": reference,
+        "routers": {"sae-router": result},
+        "notes": [f"router evaluated as trained; {len(shared)} of its {len(router.models)} models are in the data"],
+    }
