@@ -99,6 +99,17 @@ def collect_prompts(paths: Sequence[str | Path], max_prompts: int, seed: int = 0
     return texts[:max_prompts], tasks[:max_prompts]
 
 
+def _keep_first(fn: Any) -> Any:
+    """Splice ``fn`` at every position but the first: the first token's residual is the attention sink,
+    with a norm far outside what the SAE was trained on (it only sees prompt tokens); SAE evaluations
+    conventionally leave it (BOS) alone."""
+
+    def spliced(h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h[:, :1], fn(h[:, 1:])], dim=1)
+
+    return spliced
+
+
 def _activations(backbone: Backbone, texts: Sequence[str], layers: Sequence[int]) -> torch.Tensor:
     """Content-token activations ``[tokens, L, d]`` (float32, CPU)."""
     chunks = [acts.permute(1, 0, 2).cpu() for acts, _ in backbone.iter_token_activations(texts, layers, True)]
@@ -130,6 +141,7 @@ def _routesae_kl(backbone: Backbone, model: Any, texts: Sequence[str], max_token
         handles = []
         for j, layer in enumerate(model.layers):
             where = routed.layer == j
+            where[0] = False  # leave the first (attention-sink) token alone, as for the single-layer SAE
 
             def hook(_m: Any, _i: Any, output: Any, where: torch.Tensor = where, back: torch.Tensor = back) -> Any:
                 hidden = output[0] if isinstance(output, tuple) else output
@@ -205,7 +217,9 @@ def _train_single(
         batch_size=job.batch_size,
         total_steps=job.steps,
         seed=job.seed,
-        dead_tokens=20 * job.batch_size * 50,
+        # Gao et al. call a latent dead after 10M silent tokens in runs of billions; our runs see ~1M tokens,
+        # so the AuxK window is scaled down to 50 steps or it would never switch on.
+        dead_tokens=50 * job.batch_size,
     )
     sae, log = train_topk_sae(acts, cfg, progress=progress)
     save_sae(sae, out)
@@ -214,10 +228,10 @@ def _train_single(
     kl_texts = eval_texts[: job.kl_prompts]
     if backbone.kind == "causal":
         metrics["kl"] = downstream_kl(
-            backbone.model, backbone.tokenizer, lambda h: sae.decode(sae.encode(h)), layer, kl_texts
+            backbone.model, backbone.tokenizer, _keep_first(lambda h: sae.decode(sae.encode(h))), layer, kl_texts
         )
         metrics["kl_zero_ablation"] = downstream_kl(
-            backbone.model, backbone.tokenizer, torch.zeros_like, layer, kl_texts
+            backbone.model, backbone.tokenizer, _keep_first(torch.zeros_like), layer, kl_texts
         )
     metrics.update(
         train_tokens=int(acts.shape[0]),
@@ -249,6 +263,8 @@ def _train_route(
         batch_size=job.batch_size,
         total_steps=job.steps,
         seed=job.seed,
+        aux_k_coef=1 / 32,  # same dead-latent loss and window as the single-layer SAE, for a fair comparison
+        dead_tokens=50 * job.batch_size,
     )
     model, log = train_routesae(acts, cfg, progress=progress)
     save_routesae(model, out)
