@@ -1,0 +1,117 @@
+"""Onboarding a new model from a few labelled prompts, without retraining anything else.
+
+    python -m benchmarks.onboarding --model gpt-4o-mini-2024-07-18
+
+On the default router's data (zeroeval_gsm_math, models with results on every prompt): a router is trained
+without ``--model``; the model is then onboarded from N of its train-split results (N = 50, 100, 200, 500,
+picked by a stable hash) and every version is scored on the test split with the full pool, next to a router
+trained with the model from the start. The table goes between the ``onboarding-table`` markers of
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.eval_all import DEFAULT_DATA, _f, update_results
+from router_models.data import load_dataset
+from router_models.features import PromptFeatures
+
+
+def _rows(feats: PromptFeatures, idx: np.ndarray) -> PromptFeatures:
+    return PromptFeatures(feats.sparse[idx], feats.dense[idx], feats.recon_error[idx], feats.n_tokens[idx])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from router_models.artifact import FeatureSpec
+    from router_models.costs import parse_prices
+    from router_models.data import validation_split
+    from router_models.evaluate import evaluate_router
+    from router_models.onboard import onboard
+    from router_models.selection import fit_router
+    from router_models.train_router import cached_features
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA / "zeroeval_gsm_math.parquet")
+    p.add_argument("--sae", default="artifacts/sae/smollm2-l15")
+    p.add_argument("--model", default="gpt-4o-mini-2024-07-18")
+    p.add_argument("--sizes", default="50,100,200,500")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    ds = load_dataset(args.data)
+    ds = ds.select_models([m for j, m in enumerate(ds.models) if not np.isnan(ds.scores[:, j]).any()])
+    prices = parse_prices(json.loads((args.data.parent / "prices.json").read_text())[ds.name])
+    train, test = ds.split("train"), ds.split("test")
+    texts = [str(t) for t in train.prompts] + [str(t) for t in test.prompts]
+    feats, bcfg, encoder = cached_features(args.sae, texts)
+    n = train.n_prompts
+    f_train, f_test = _rows(feats, np.arange(n)), _rows(feats, np.arange(n, len(texts)))
+    spec = FeatureSpec.from_encoder(bcfg, encoder, args.sae, int(feats.dense.shape[1]))
+    val = validation_split(train)[1]
+    test_texts = [str(t) for t in test.prompts]
+    j_new = train.models.index(args.model)
+
+    def score(router: Any) -> dict[str, Any]:
+        q, c = router.predict(f_test, test_texts)
+        order = [router.models.index(m) for m in test.models]
+        res = evaluate_router(q[:, order], c[:, order], test.scores, test.costs, tuple(test.models))
+        d = router.presets["default"]
+        picks = np.argmax(q - d * c, axis=1)
+        res["share_new"] = float(np.mean(np.array(router.models)[picks] == args.model))
+        return res
+
+    results: dict[str, dict[str, Any]] = {}
+    full, _ = fit_router(f_train, train, val, spec=spec, prices=prices)
+    results["trained with it (reference)"] = score(full)
+    others = [m for m in train.models if m != args.model]
+    base, _ = fit_router(f_train, train.select_models(others), val, spec=spec, prices=prices)
+    without = score(base)
+    rank = np.array([int(hashlib.sha1(str(pid).encode()).hexdigest(), 16) for pid in train.prompt_ids])
+    for size in [int(s) for s in args.sizes.split(",")]:
+        pick = np.argsort(rank)[:size]
+        new = onboard(
+            base,
+            args.model,
+            _rows(f_train, pick),
+            train.scores[pick, j_new],
+            texts=[str(train.prompts[i]) for i in pick],
+            costs=train.costs[pick, j_new],
+            price=prices[args.model],
+        )
+        results[f"onboarded from N={size}"] = score(new)
+    # "without it": the router cannot pick the held-out model (its column is NaN, never chosen); scored on the
+    # full pool so every row shares the same reference points.
+    q, c = base.predict(f_test, test_texts)
+    q_full, c_full = np.full(test.scores.shape, np.nan), np.ones(test.scores.shape)
+    for j, m in enumerate(test.models):
+        if m in base.models:
+            q_full[:, j], c_full[:, j] = q[:, base.models.index(m)], c[:, base.models.index(m)]
+    wo = evaluate_router(q_full, c_full, test.scores, test.costs, tuple(test.models))
+    wo["share_new"] = 0.0
+    results = {"without it": wo, **results}
+    del without
+    lines = [
+        f"Held-out model: `{args.model}`; pool: {len(train.models)} models; test prompts: {test.n_prompts}.",
+        "",
+        "| router | auc | cost_at_95 | peak_quality | share of calls to the new model (default preset) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {_f(r['auc'])} | {_f(r['cost_at_95'])} | {_f(r['peak_quality'])} | {_f(r['share_new'])} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if not args.no_write:
+        update_results(table, "onboarding-table")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
