@@ -1,0 +1,105 @@
+"""The bundled default router end to end: the real SmolLM2 backbone and SAE behind the gateway, served by
+uvicorn on loopback, a fake OpenAI-compatible upstream, and the real ``openai`` SDK as the client. Plus the
+``sae-router route`` and ``eval --artifact`` CLIs on the same artifact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gateway_fakes import CLIENT_KEY, FakeUpstream, serve
+
+from router_models.artifact import TrainedRouter, load_router
+from router_models.cli import main
+from service.core.config import Settings
+from service.main import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = ROOT / "artifacts" / "default-router"
+SHARED = ROOT.parent / "shared" / "data" / "routing" / "zeroeval_gsm_math.parquet"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (DEFAULT / "manifest.json").exists(), reason="no bundled default router"),
+]
+
+
+@pytest.fixture(scope="module")
+def router() -> TrainedRouter:
+    return load_router(DEFAULT)
+
+
+@pytest.fixture(scope="module")
+def gateway_url(
+    router: TrainedRouter, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    backends = [
+        {"name": m, "base_url": f"{upstream.url}/ok/v1", "upstream_model": f"vendor/{m}"} for m in router.models
+    ]
+    settings = Settings(backends=backends, auth={"require_auth": False})  # type: ignore[arg-type]
+    with serve(create_app(settings, router)) as url:
+        yield url
+
+
+def test_routes_real_prompts_with_named_features(gateway_url: str) -> None:
+    import httpx
+
+    hard = "Let $f(x)=x^3-3x+1$. Find the number of real roots of $f(f(x))=0$."
+    r = httpx.post(f"{gateway_url}/route", json={"prompt": hard, "explain": True}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] in body["models"] and body["ranking"][0] == body["model"]
+    feats = body["explanation"]["probe"]["features"]
+    assert feats and all({"latent", "label", "activation", "contribution"} <= set(f) for f in feats)
+    cheap = httpx.post(f"{gateway_url}/route", json={"prompt": hard, "lambda": 1e9}, timeout=60).json()
+    quality = httpx.post(f"{gateway_url}/route", json={"prompt": hard, "lambda": 0}, timeout=60).json()
+    cost = {m: v["cost"] for m, v in quality["models"].items()}
+    assert cost[cheap["model"]] == min(cost.values())  # λ → ∞ takes the cheapest
+    assert cost[quality["model"]] >= cost[cheap["model"]]
+
+
+def test_openai_sdk_chat_and_stream_through_the_default_router(gateway_url: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{gateway_url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    messages = [{"role": "user", "content": "Natalia sold 48 clips in April and half as many in May. Total?"}]
+    reply = client.chat.completions.with_raw_response.create(model="router", messages=messages)  # type: ignore[arg-type]
+    completion = reply.parse()
+    assert completion.model == reply.headers["x-router-model"]
+    chunks = list(client.chat.completions.create(model="router:cheap", messages=messages, stream=True))  # type: ignore[arg-type]
+    assert chunks and all(c.model == chunks[0].model for c in chunks)
+    listed = {m.id for m in client.models.list()}
+    assert {"router", "router:cheap", "router:balanced"} <= listed
+
+
+def test_cli_route_prints_decision_and_explanation(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", "What is 17 * 23?", "--preset", "cheap"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] in out["models"] and out["explanation"]["probe"]["features"]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared routing data")
+def test_cli_eval_artifact_on_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ev"
+    assert (
+        main(
+            [
+                "eval",
+                "--artifact",
+                str(DEFAULT),
+                "--data",
+                str(SHARED),
+                "--max-test",
+                "60",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_test"] <= 60 and "sae-router" in report["routers"]
+    assert report["routers"]["sae-router"]["peak_quality"] <= report["reference"]["oracle"]["quality"] + 1e-9
