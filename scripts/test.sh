@@ -6,5 +6,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 ruff check router_models service tests benchmarks
+ruff format --check router_models service tests benchmarks
 mypy
 exec python -m pytest "$@"
