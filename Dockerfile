@@ -1,14 +1,42 @@
-# Minimal image: installs sae-router (CPU torch pinned by constraints.txt) and its packaged backbones.
-# GPU users: build with --build-arg CONSTRAINTS=constraints-cuda.txt pointing at a CUDA torch pin.
+# sae-router: the gateway (`sae-router serve`) and the feature worker (`sae-router worker`) in one image,
+# with the bundled default router (artifacts/default-router) and its packaged backbones baked in.
+#
+#   docker build -t sae-router:latest .
+#   docker run --rm -p 127.0.0.1:8080:8080 -e OPENROUTER_API_KEY sae-router:latest   # config.default.yaml: no client keys
+#
+# torch comes from TORCH_INDEX_URL (CPU wheels by default; constraints.txt pins the version). For a CUDA
+# feature worker: --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (see deploy/README.md).
 FROM python:3.11-slim
-ARG CONSTRAINTS=constraints.txt
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    SAE_ROUTER_CACHE=/var/cache/sae-router
+
 WORKDIR /app
-ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 SAE_ROUTER_CACHE=/var/cache/sae-router
+
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/app app
+
 COPY pyproject.toml constraints.txt README.md ./
 COPY router_models ./router_models
 COPY service ./service
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -c ${CONSTRAINTS} . \
-    && python -m router_models.assets --quiet
-EXPOSE 8080
+RUN pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt . \
+    && python -m router_models.assets --quiet \
+    && chown -R app:app "${SAE_ROUTER_CACHE}"
+
+COPY artifacts/default-router ./artifacts/default-router
+COPY deploy ./deploy
+
+USER 10001
+
+EXPOSE 8080 8081
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+
 ENTRYPOINT ["sae-router"]
-CMD ["--help"]
+CMD ["serve", "--config", "/app/deploy/config.default.yaml", "--host", "0.0.0.0"]

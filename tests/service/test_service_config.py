@@ -16,17 +16,35 @@ from service.core.errors import ConfigError
 from service.engine import load_engine
 
 ROOT = Path(__file__).resolve().parents[2]
+# The default router's pool: zeroeval_gsm_math models with results on both of its tasks.
 ZEROEVAL_MODELS = (
-    "gpt-4o-mini-2024-07-18",
-    "Meta-Llama-3.1-8B-Instruct",
-    "Qwen2.5-72B-Instruct",
-    "claude-3-5-sonnet-20240620",
-    "gemini-1.5-flash",
-    "Mistral-Nemo-Instruct-2407",
-    "deepseek-v2.5-0908",
+    "Athene-70B",
+    "Llama-3.1-405B-Inst@sambanova",
+    "Meta-Llama-3-70B-Instruct",
+    "Meta-Llama-3-8B-Instruct",
     "Meta-Llama-3.1-70B-Instruct",
+    "Meta-Llama-3.1-8B-Instruct",
+    "Mistral-Large-2",
+    "Phi-3.5-mini-instruct",
+    "Qwen2-72B-Instruct",
+    "Qwen2-7B-Instruct",
+    "Yi-1.5-34B-Chat",
+    "Yi-1.5-9B-Chat",
+    "claude-3-5-sonnet-20240620",
+    "claude-3-haiku-20240307",
+    "claude-3-opus-20240229",
+    "deepseek-v2.5-0908",
+    "gemini-1.5-flash",
+    "gemini-1.5-pro",
+    "gemma-2-27b-it",
+    "gemma-2-2b-it",
+    "gemma-2-9b-it",
+    "gpt-3.5-turbo-0125",
+    "gpt-4o-2024-05-13",
     "gpt-4o-2024-08-06",
+    "gpt-4o-mini-2024-07-18",
     "o1-mini-2024-09-12",
+    "reka-core-20240501",
 )
 BACKEND = {"name": "m", "base_url": "http://127.0.0.1:9/v1"}
 NO_AUTH = {"require_auth": False}
@@ -113,10 +131,10 @@ def test_deploy_examples_load(name: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
     catalog = build_catalog(s.backends, s.aliases, ZEROEVAL_MODELS)
     assert set(catalog.allowed) | set(catalog.excluded) == set(ZEROEVAL_MODELS)
     if name == "config.example.yaml":
-        assert not catalog.excluded and catalog.backend("sonnet") == "claude-3-5-sonnet-20240620"
+        assert len(catalog.allowed) == len(s.backends) and catalog.backend("sonnet") == "claude-3-5-sonnet-20240620"
         assert s.backend_api_key("gpt-4o-2024-08-06") == "sk-or-test"
     else:
-        assert len(catalog.excluded) == 7 and s.backend_api_key("Qwen2.5-72B-Instruct") is None
+        assert len(catalog.allowed) == 3 and s.backend_api_key("gemma-2-9b-it") is None
 
 
 def test_settings_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
