@@ -25,7 +25,7 @@ import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -169,7 +169,7 @@ def fit_router(
     labels: dict[str, Any] | None = None,
     candidates: Mapping[str, Candidate] | None = None,
     blend: bool = True,
-    calibration: Method = "isotonic",
+    calibration: Method | Literal["auto"] = "auto",
     presets: Mapping[str, PresetTarget] = DEFAULT_PRESETS,
     default_preset: str = "balanced",
     cost_per_cluster: bool = True,
@@ -200,6 +200,11 @@ def fit_router(
     fit_costs = CostModel.fit(models, [texts[i] for i in np.flatnonzero(~val)], train.costs[~val], prices)
     pred_cost = fit_costs.predict(texts)
     sel = select_scorer(cands, views, train.scores, train.costs, val, pred_cost, models, blend=blend, seed=seed)
+    calib_table: dict[str, float] = {}
+    if calibration == "auto":
+        calibration, calib_table = Calibrator.choose(
+            sel.val_quality, train.scores[val], train.costs[val], pred_cost[val], models
+        )
     calibrator = Calibrator.fit(sel.val_quality, train.scores[val], calibration)
     q_val = calibrator.apply(sel.val_quality)
     ok = ~np.isnan(train.scores[val]).all(axis=1)
@@ -216,6 +221,7 @@ def fit_router(
         "candidates": sel.table,
         "calibration": {
             "method": calibration,
+            "cross_fitted_val_auc": calib_table,
             "val_ece_before": ece(sel.val_quality, train.scores[val]),
             "val_ece_after_in_sample": ece(q_val, train.scores[val]),
         },

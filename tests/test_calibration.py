@@ -124,3 +124,17 @@ def test_an_unreachable_preset_says_so() -> None:
         fit_presets(
             pred_q, pred_c, true_q, true_c, ("a", "b", "c"), {"x": PresetTarget("model_share", 0.1, "zzz")}, "x"
         )
+
+
+def test_choose_scores_every_method_by_cross_fitted_auc() -> None:
+    from router_models.calibration import AUTO_METHODS, Calibrator
+
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = rng.random((n, 3))
+    scores = (rng.random((n, 3)) < truth).astype(float)
+    costs = np.tile([1.0, 2.0, 4.0], (n, 1))
+    method, table = Calibrator.choose(truth, scores, costs, costs, ("a", "b", "c"))
+    assert set(table) == set(AUTO_METHODS) and method in AUTO_METHODS
+    assert table[method] == max(table.values())
+    assert all(0 < v < 2 for v in table.values())
