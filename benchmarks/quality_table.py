@@ -1,6 +1,6 @@
 """The trained router (SAE features, scorer selected on validation) vs baselines, on every shared dataset.
 
-    python -m benchmarks.quality_table --sae artifacts/sae/smollm2-l15 --max-train 600 --max-test 300
+    python -m benchmarks.quality_table --sae artifacts/sae/smollm2-l15 --max-train 400 --max-test 200
 
 For each dataset, ``sae-router train``'s pipeline runs on a stable-hash subsample: candidates are fitted on
 train, the winner is picked by validation AUC, calibrated, and scored on test next to kNN, dense probe,
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--sae", default="artifacts/sae/smollm2-l15")
-    p.add_argument("--max-train", type=int, default=600)
-    p.add_argument("--max-test", type=int, default=300)
+    p.add_argument("--max-train", type=int, default=400)
+    p.add_argument("--max-test", type=int, default=200)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """Dense vs SAE features, per backbone and SAE kind, on every shared dataset; plus the SAEs' own metrics.
 
     python -m benchmarks.sae_compare --saes artifacts/sae/smollm2-l15,artifacts/sae/smollm2-route,\
-artifacts/sae/minilm-l3,artifacts/sae/minilm-route --max-train 800 --max-test 400
+artifacts/sae/minilm-l3,artifacts/sae/minilm-route --max-train 400 --max-test 200
 
 For every (dataset, SAE) pair the harness fits ``dense`` and ``knn`` on the mean-pooled hidden state of the
 SAE's backbone at the SAE's (reference) layer, and ``sae_probe`` / ``sae_knn`` on the SAE's pooled latents,
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--saes", required=True, help="comma-separated SAE folders")
-    p.add_argument("--max-train", type=int, default=800)
-    p.add_argument("--max-test", type=int, default=400)
+    p.add_argument("--max-train", type=int, default=400)
+    p.add_argument("--max-test", type=int, default=200)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "sae_compare")
     p.add_argument("--no-write", action="store_true")
