@@ -96,7 +96,9 @@ def collect_prompts(paths: Sequence[str | Path], max_prompts: int, seed: int = 0
             texts.append(text)
             tasks.append(task)
             taken += 1
-    return texts[:max_prompts], tasks[:max_prompts]
+    pairs = list(zip(texts, tasks, strict=True))[:max_prompts]
+    rng.shuffle(pairs)  # files were taken in order: mix them so held-out and label prompts span every file
+    return [t for t, _ in pairs], [k for _, k in pairs]
 
 
 def _keep_first(fn: Any) -> Any:
