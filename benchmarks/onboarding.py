@@ -42,10 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sae", default="artifacts/sae/smollm2-l15")
     p.add_argument("--model", default="gpt-4o-mini-2024-07-18")
     p.add_argument("--sizes", default="50,100,200,500")
+    p.add_argument("--max-train", type=int, default=800, help="train prompts (stable hash) for the two base fits")
+    p.add_argument("--candidates", default="probe,cluster", help="scorer candidates of the base fits")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     ds = load_dataset(args.data)
+    from router_models.harness import subsample
+    from router_models.selection import default_candidates
+
     ds = ds.select_models([m for j, m in enumerate(ds.models) if not np.isnan(ds.scores[:, j]).any()])
+    ds = subsample(ds, args.max_train, None)
+    cands = {k: v for k, v in default_candidates().items() if k in args.candidates.split(",")}
     prices = parse_prices(json.loads((args.data.parent / "prices.json").read_text())[ds.name])
     train, test = ds.split("train"), ds.split("test")
     texts = [str(t) for t in train.prompts] + [str(t) for t in test.prompts]
@@ -67,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         return res
 
     results: dict[str, dict[str, Any]] = {}
-    full, _ = fit_router(f_train, train, val, spec=spec, prices=prices)
+    full, _ = fit_router(f_train, train, val, spec=spec, prices=prices, candidates=cands, blend=False)
     results["trained with it (reference)"] = score(full)
     others = [m for m in train.models if m != args.model]
-    base, _ = fit_router(f_train, train.select_models(others), val, spec=spec, prices=prices)
-    without = score(base)
+    base, _ = fit_router(
+        f_train, train.select_models(others), val, spec=spec, prices=prices, candidates=cands, blend=False
+    )
     rank = np.array([int(hashlib.sha1(str(pid).encode()).hexdigest(), 16) for pid in train.prompt_ids])
     for size in [int(s) for s in args.sizes.split(",")]:
         pick = np.argsort(rank)[:size]
@@ -95,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     wo = evaluate_router(q_full, c_full, test.scores, test.costs, tuple(test.models))
     wo["share_new"] = 0.0
     results = {"without it": wo, **results}
-    del without
     lines = [
-        f"Held-out model: `{args.model}`; pool: {len(train.models)} models; test prompts: {test.n_prompts}.",
+        f"Held-out model: `{args.model}`; pool: {len(train.models)} models; train prompts {train.n_prompts} "
+        f"(stable-hash subsample); test prompts: {test.n_prompts}; candidates: {args.candidates}.",
         "",
         "| router | auc | cost_at_95 | peak_quality | share of calls to the new model (default preset) |",
         "|---|---|---|---|---|",
