@@ -151,9 +151,10 @@ class Backbone:
 
         Returns CPU tensors ``input_ids``, ``attention_mask``, ``content_mask``: [batch, tokens].
         """
-        return self._collate(self._content_ids(texts))
+        return self._collate(self.content_ids(texts))
 
-    def _content_ids(self, texts: Sequence[str]) -> list[list[int]]:
+    def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's own token ids after head+tail truncation (no template, no specials)."""
         if len(texts) == 0:
             return []
         # split_special_tokens: "<|im_end|>" typed by a user is text, not the end of the turn.
@@ -291,7 +292,7 @@ class Backbone:
         """One vector per prompt, pooled over its content tokens: [n, d_model] float32, input order."""
         wanted = self._check_layers(layer)
         out = np.zeros((len(texts), self.d_model), dtype=np.float32)
-        for index, states in self._batches(texts, wanted, progress):
+        for index, states in self.batches(texts, wanted, progress):
             out[index] = pool_tokens(states.acts[0], states.content_mask, pooling).cpu().numpy()
         return out
 
@@ -304,18 +305,18 @@ class Backbone:
         Batches come longest prompts first, not in input order; use the indices.
         """
         wanted = self._check_layers(layers)
-        for index, states in self._batches(texts, wanted, progress):
+        for index, states in self.batches(texts, wanted, progress):
             keep = states.content_mask.bool()  # [batch, tokens]
             prompts = torch.as_tensor(index, device=keep.device)[:, None].expand_as(keep)
             yield states.acts[:, keep], prompts[keep]
 
-    def _batches(
+    def batches(
         self, texts: Sequence[str], layers: tuple[int, ...], progress: bool
     ) -> Iterator[tuple[np.ndarray, HiddenStates]]:
         """Forward ``texts`` in length-sorted batches; yields (input indices, states) per batch."""
         from tqdm.auto import tqdm
 
-        contents = self._content_ids(texts)
+        contents = self.content_ids(texts)
         # Longest first: similar lengths share a batch (little padding) and any OOM shows up at once.
         order = np.argsort([-len(ids) for ids in contents], kind="stable")
         size = self.config.batch_size

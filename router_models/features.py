@@ -149,7 +149,7 @@ def extract_features(
     dense = np.zeros((n, backbone.d_model), dtype=np.float32)
     recon = np.zeros(n, dtype=np.float32)
     n_tok = np.zeros(n, dtype=np.int64)
-    for index, states in backbone._batches(texts, tuple(layers), progress):
+    for index, states in backbone.batches(texts, tuple(layers), progress):
         keep = states.content_mask.bool()
         local = torch.arange(len(index), device=keep.device)[:, None].expand_as(keep)[keep].cpu()
         acts = states.acts[:, keep].float().cpu()  # [L, tokens, d]
@@ -247,7 +247,7 @@ def label_features(
     best_val = torch.full((d, top_n), -1.0)
     best_loc = torch.zeros((d, top_n, 2), dtype=torch.long)  # (prompt, position among content tokens)
     pooled = np.zeros((n, d), dtype=np.float32)
-    for index, states in backbone._batches(texts, tuple(layers), progress):
+    for index, states in backbone.batches(texts, tuple(layers), progress):
         keep = states.content_mask.bool()
         local = torch.arange(len(index))[:, None].expand_as(keep)[keep.cpu()]
         position = (keep.long().cumsum(1) - 1)[keep].cpu()
@@ -266,7 +266,7 @@ def label_features(
 
     def content_ids(p: int) -> list[int]:
         if p not in ids_cache:
-            ids_cache[p] = backbone._content_ids([texts[p]])[0]
+            ids_cache[p] = backbone.content_ids([texts[p]])[0]
         return ids_cache[p]
 
     freq = (pooled > 0).mean(axis=0)
