@@ -94,8 +94,9 @@ def lambda_grid(pred_q: np.ndarray, pred_c: np.ndarray, n_log: int = 120, n_brea
     if q.shape[0] > 2000:  # breakpoint range from a deterministic sample keeps this O(2000·m²)
         rows = np.linspace(0, q.shape[0] - 1, 2000).astype(int)
         q, c = q[rows], c[rows]
-    dq = q[:, :, None] - q[:, None, :]
-    dc = c[:, :, None] - c[:, None, :]
+    with np.errstate(invalid="ignore"):  # -inf (never-chosen models) minus -inf: masked out just below
+        dq = q[:, :, None] - q[:, None, :]
+        dc = c[:, :, None] - c[:, None, :]
     mask = (dq > 0) & (dc > 0) & np.isfinite(dq) & np.isfinite(dc)
     breaks = np.sort(dq[mask] / dc[mask])
     if breaks.size == 0:

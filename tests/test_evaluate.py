@@ -131,3 +131,9 @@ def test_curve_metrics_keys_without_two_models() -> None:
     assert set(metrics) == {"peak_quality", "quality_at_best_cost", "cost_at_95", "auc"}
     assert metrics["peak_quality"] == 1.0
     assert metrics["cost_at_95"] == pytest.approx(1.5 / 3.0)
+
+
+def test_a_model_predicted_nan_is_never_chosen_and_warns_nothing() -> None:
+    pred = np.array([[0.2, np.nan], [0.9, np.nan], [0.1, np.nan], [0.3, np.nan]])
+    result = evaluate_router(pred, np.array([1.0, 10.0]), TRUE_Q, TRUE_C, MODELS)
+    assert {tuple(p) for p in result["curve"]} == {(1.0, 0.25)}
