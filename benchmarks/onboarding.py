@@ -21,11 +21,6 @@ import numpy as np
 
 from benchmarks.eval_all import DEFAULT_DATA, _f, update_results
 from router_models.data import load_dataset
-from router_models.features import PromptFeatures
-
-
-def _rows(feats: PromptFeatures, idx: np.ndarray) -> PromptFeatures:
-    return PromptFeatures(feats.sparse[idx], feats.dense[idx], feats.recon_error[idx], feats.n_tokens[idx])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [str(t) for t in train.prompts] + [str(t) for t in test.prompts]
     feats, bcfg, encoder = cached_features(args.sae, texts)
     n = train.n_prompts
-    f_train, f_test = _rows(feats, np.arange(n)), _rows(feats, np.arange(n, len(texts)))
+    f_train, f_test = feats.rows(slice(None, n)), feats.rows(slice(n, None))
     spec = FeatureSpec.from_encoder(bcfg, encoder, args.sae, int(feats.dense.shape[1]))
     val = validation_split(train)[1]
     test_texts = [str(t) for t in test.prompts]
@@ -86,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         new = onboard(
             base,
             args.model,
-            _rows(f_train, pick),
+            f_train.rows(pick),
             train.scores[pick, j_new],
             texts=[str(train.prompts[i]) for i in pick],
             costs=train.costs[pick, j_new],

@@ -44,6 +44,7 @@ __all__ = [
     "lambda_grid",
     "random_mixing",
     "reference_points",
+    "reference_report",
     "sweep",
     "upper_envelope",
 ]
@@ -248,6 +249,13 @@ def random_mixing(refs: dict[str, Reference]) -> dict[str, Any]:
         "curve": [[float(c), float(q)] for c, q in zip(cost, quality, strict=True)],
         "auc": auc(cost, quality, lo, hi, best.quality),
     }
+
+
+def reference_report(refs: dict[str, Reference]) -> dict[str, Any]:
+    """report.json's ``reference`` block: the fixed points plus the random-mixing line."""
+    out: dict[str, Any] = {k: v.to_json() for k, v in refs.items()}
+    out["random"] = random_mixing(refs)
+    return out
 
 
 def evaluate_router(

@@ -104,6 +104,10 @@ class PromptFeatures:
     recon_error: np.ndarray
     n_tokens: np.ndarray
 
+    def rows(self, index: Any) -> PromptFeatures:
+        """The features of the prompts at ``index`` (int array, bool mask or slice)."""
+        return PromptFeatures(self.sparse[index], self.dense[index], self.recon_error[index], self.n_tokens[index])
+
     def dense_sparse(self) -> np.ndarray:
         """The sparse block as a dense float32 array ``[n, d_sae · len(pooling)]``."""
         return np.asarray(self.sparse.toarray(), dtype=np.float32)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from router_models.data import RoutingDataset, load_dataset, validation_split
-from router_models.evaluate import evaluate_router, random_mixing, reference_points
+from router_models.evaluate import evaluate_router, reference_points, reference_report
 from router_models.scorers import KNNScorer, ProbeScorer, Scorer, TaskOracle, mean_cost
 
 __all__ = ["ROUTERS", "EvalConfig", "evaluate_dataset", "run_eval"]
@@ -140,8 +140,7 @@ def evaluate_dataset(
         results[name] = evaluate_router(quality, pred_cost, test.scores, test.costs, models, refs)
         results[name]["fit_seconds"] = round(time.perf_counter() - started, 3)
         results[name]["description"] = spec.description
-    reference = {k: v.to_json() for k, v in refs.items()}
-    reference["random"] = random_mixing(refs)
+    reference = reference_report(refs)
     return {
         "dataset": ds.name,
         "n_train": int(train.n_prompts),

@@ -129,7 +129,7 @@ def _baselines(
 def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     """Fit, select, calibrate, evaluate on test and save; returns (router, test report)."""
     from router_models.artifact import FeatureSpec, save_router
-    from router_models.evaluate import random_mixing, reference_points
+    from router_models.evaluate import evaluate_router, reference_points, reference_report
     from router_models.harness import subsample
     from router_models.selection import fit_router
 
@@ -145,19 +145,19 @@ def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     texts_train, texts_test = [str(p) for p in train.prompts], [str(p) for p in test.prompts]
     feats, bcfg, encoder = cached_features(cfg.sae, texts_train + texts_test, cfg.max_tokens, progress=cfg.progress)
     n = len(texts_train)
-    f_train = PromptFeatures(feats.sparse[:n], feats.dense[:n], feats.recon_error[:n], feats.n_tokens[:n])
-    f_test = PromptFeatures(feats.sparse[n:], feats.dense[n:], feats.recon_error[n:], feats.n_tokens[n:])
+    f_train, f_test = feats.rows(slice(None, n)), feats.rows(slice(n, None))
     labels_file = Path(cfg.sae) / "labels.json"
     labels = json.loads(labels_file.read_text()) if labels_file.exists() else None
     spec = FeatureSpec.from_encoder(bcfg, encoder, cfg.sae, int(feats.dense.shape[1]))
     val = validation_split(train)[1]
     prices = load_prices(cfg.prices, [d.name for d in datasets])
     router, selection = fit_router(f_train, train, val, spec=spec, prices=prices, labels=labels)
-    test_eval = router.evaluate(f_test, test)
-    _, pred_cost = router.predict(f_test, texts_test)
+    # One prediction on test serves the router's own curve and, as cost prediction, every baseline.
+    test = test.select_models(router.models)
+    quality, pred_cost = router.predict(f_test, texts_test)
+    test_eval = evaluate_router(quality, pred_cost, test.scores, test.costs, router.models)
     refs = reference_points(test.scores, test.costs, tuple(test.models))
-    reference: dict[str, Any] = {k: v.to_json() for k, v in refs.items()}
-    reference["random"] = random_mixing(refs)
+    reference = reference_report(refs)
     report = {
         "dataset": ds.name,
         "n_train": train.n_prompts,
@@ -198,7 +198,7 @@ def evaluate_artifact(
     the models both share, and the reference points are computed over those models.
     """
     from router_models.artifact import load_router
-    from router_models.evaluate import evaluate_router, random_mixing, reference_points
+    from router_models.evaluate import evaluate_router, reference_points, reference_report
     from router_models.harness import subsample
 
     router = load_router(artifact, load_backbone=False)
@@ -213,8 +213,7 @@ def evaluate_artifact(
     q, c = router.predict(artifact_features(router, artifact, texts, progress), texts)
     idx = [router.models.index(m) for m in shared]
     refs = reference_points(test.scores, test.costs, tuple(shared))
-    reference: dict[str, Any] = {k: v.to_json() for k, v in refs.items()}
-    reference["random"] = random_mixing(refs)
+    reference = reference_report(refs)
     result = evaluate_router(q[:, idx], c[:, idx], test.scores, test.costs, tuple(shared), refs)
     return {
         "dataset": test.name,

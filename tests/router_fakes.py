@@ -115,7 +115,7 @@ def featurizer(texts: Sequence[str], feats: PromptFeatures) -> Callable[[Sequenc
 
     def featurize(batch: Sequence[str]) -> PromptFeatures:
         rows = np.array([index[t] for t in batch], dtype=np.int64)
-        return PromptFeatures(feats.sparse[rows], feats.dense[rows], feats.recon_error[rows], feats.n_tokens[rows])
+        return feats.rows(rows)
 
     return featurize
 
