@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         return res
 
     results: dict[str, dict[str, Any]] = {}
-    full, _ = fit_router(f_train, train, val, spec=spec, prices=prices, candidates=cands, blend=False)
+    full, _ = fit_router(f_train, train, val, spec=spec, prices=prices, candidates=cands, ensemble=False)
     results["trained with it (reference)"] = score(full)
     others = [m for m in train.models if m != args.model]
     base, _ = fit_router(
-        f_train, train.select_models(others), val, spec=spec, prices=prices, candidates=cands, blend=False
+        f_train, train.select_models(others), val, spec=spec, prices=prices, candidates=cands, ensemble=False
     )
     rank = np.array([int(hashlib.sha1(str(pid).encode()).hexdigest(), 16) for pid in train.prompt_ids])
     for size in [int(s) for s in args.sizes.split(",")]:

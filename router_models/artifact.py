@@ -47,7 +47,7 @@ from router_models.costs import CostModel, ModelPrice
 from router_models.engine import Constraints, Decision, PromptScores, decide
 from router_models.evaluate import evaluate_router
 from router_models.explain import explain_pair
-from router_models.scorers import ClusterScorer, ProbeScorer, scorer_from_state, scorer_state
+from router_models.scorers import ClusterScorer, ProbeScorer, blend_part_tags, scorer_from_state, scorer_state
 
 if TYPE_CHECKING:
     from router_models.backbone import Backbone, BackboneConfig
@@ -576,7 +576,10 @@ def _check_scorer(
     widths: Mapping[str, int | None],
 ) -> None:
     if kind == "blend":
-        for tag, part, feat in zip("ab", params["parts"], params["kinds"], strict=True):
+        if len(params["parts"]) != len(params["kinds"]) or len(params["parts"]) != len(params.get("weights", [])):
+            raise ArtifactError(f"{MANIFEST}: {prefix} lists {len(params['parts'])} parts, kinds or weights unequally")
+        tags = blend_part_tags(len(params["parts"]))
+        for tag, part, feat in zip(tags, params["parts"], params["kinds"], strict=True):
             _check_scorer(f"{prefix}.{tag}", part["type"], feat, part["params"], arrays, m, widths)
         return
     d = widths.get(features)

@@ -44,6 +44,7 @@ __all__ = [
     "SPLITS",
     "DatasetError",
     "RoutingDataset",
+    "cv_folds",
     "from_long_frame",
     "load_dataset",
     "normalize_prompt",
@@ -430,6 +431,23 @@ def validation_split(ds: RoutingDataset, fraction: float = 0.2, seed: int = 0) -
     val = np.zeros(ds.n_prompts, dtype=bool)
     val[np.argsort(keys, kind="stable")[:n_val]] = True
     return ~val, val
+
+
+def cv_folds(ds: RoutingDataset, k: int = 5, seed: int = 0) -> np.ndarray:
+    """Fold id in ``0..k-1`` per prompt [n] of a train-only dataset, sizes differing by at most one.
+
+    Prompts are ranked by sha256(seed, prompt_id) (as in :func:`validation_split`) and dealt round-robin, so
+    the folds do not depend on row order or numpy's RNG.
+    """
+    outside = sorted(set(ds.splits[ds.splits != "train"]))
+    if outside:
+        raise DatasetError(f"{ds.name}: column 'split': cv_folds needs train rows only, found {outside}")
+    if not 2 <= k <= ds.n_prompts:
+        raise DatasetError(f"{ds.name}: cv_folds needs 2 ≤ k ≤ {ds.n_prompts} prompts, got k={k}")
+    keys = np.array([_rank_key(seed, pid) for pid in ds.prompt_ids], dtype=np.uint64)
+    folds = np.empty(ds.n_prompts, dtype=np.int64)
+    folds[np.argsort(keys, kind="stable")] = np.arange(ds.n_prompts) % k
+    return folds
 
 
 def _rank_key(seed: int, prompt_id: str) -> int:

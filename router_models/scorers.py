@@ -23,7 +23,7 @@ scores alike and is far less noisy on a few hundred prompts than a routing curve
   model is its vector of per-cluster mean scores, shrunk toward its global mean; a prompt's quality is the
   soft-assignment-weighted profile. A new model is added from a few hundred labelled prompts without refitting
   anything else (:meth:`ClusterScorer.add_model`).
-- ``blend``: weighted average of two scorers, the weight chosen on val.
+- ``blend``: weighted average of several scorers (weights chosen by :mod:`router_models.selection`).
 - ``task_oracle``: per-task mean score from train. It reads the task label, which a router never has: it is a
   reference, not a deployable router.
 
@@ -34,7 +34,6 @@ safetensors plus JSON, never pickle.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ __all__ = [
     "ProbeScorer",
     "Scorer",
     "TaskOracle",
+    "blend_part_tags",
     "brier",
     "column_means",
     "holdout_mask",
@@ -459,38 +459,34 @@ class ClusterScorer:
 
 @dataclass
 class BlendScorer:
-    """w · first + (1 − w) · second, each part reading its own feature kind; w chosen on val by Brier.
+    """Σ wᵢ · partᵢ, each part reading its own feature kind; the weights are given, not fitted here.
 
-    ``X`` is a mapping kind → feature matrix. The weight is chosen on predictions of parts fitted without
-    the val rows (each with its own inner hold-out for hyperparameters), then both parts are refit on every
-    row with ``val`` as their validation rows.
+    ``X`` is a mapping kind → feature matrix. :func:`router_models.selection.select_scorer` chooses the
+    weights on cross-fitted predictions (greedy ensemble selection); ``fit`` refits every part on all rows
+    with ``val`` as their validation rows.
     """
 
-    parts: tuple[Any, Any]
-    kinds: tuple[str, str]
-    grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    weight: float = 0.5
+    parts: tuple[Any, ...]
+    kinds: tuple[str, ...]
+    weights: tuple[float, ...] = ()
     name: str = "blend"
-    val_brier: dict[float, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.parts) != len(self.kinds) or len(self.parts) < 1:
+            raise ValueError(f"a blend needs one feature kind per part; got {len(self.parts)} and {len(self.kinds)}")
+        w = np.asarray(self.weights or [1.0] * len(self.parts), dtype=np.float64)
+        if w.shape != (len(self.parts),) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"blend weights must be {len(self.parts)} non-negative numbers, not all 0: {self.weights}")
+        self.weights = tuple(float(x) for x in w / w.sum())
 
     def fit(self, X: Mapping[str, Any], scores: np.ndarray, val: np.ndarray | None = None) -> BlendScorer:
-        if val is not None and _has_split(val) and len(self.grid) > 1:
-            fit_rows = ~val
-            inner = holdout_mask(int(fit_rows.sum()))
-            preds = []
-            for part, kind in zip(self.parts, self.kinds, strict=True):
-                fresh = copy.deepcopy(part).fit(X[kind][fit_rows], scores[fit_rows], inner)
-                preds.append(fresh.predict_quality(X[kind][val]))
-            for w in self.grid:
-                self.val_brier[w] = brier(w * preds[0] + (1 - w) * preds[1], scores[val])
-            self.weight = min(self.grid, key=lambda w: (self.val_brier[w], abs(w - 0.5)))
         for part, kind in zip(self.parts, self.kinds, strict=True):
             part.fit(X[kind], scores, val)
         return self
 
     def predict_quality(self, X: Mapping[str, Any]) -> np.ndarray:
-        a, b = (p.predict_quality(X[k]) for p, k in zip(self.parts, self.kinds, strict=True))
-        return self.weight * a + (1 - self.weight) * b
+        preds = (p.predict_quality(X[k]) for p, k in zip(self.parts, self.kinds, strict=True))
+        return sum((w * q for w, q in zip(self.weights, preds, strict=True)), np.zeros(()))
 
 
 # ------------------------------------------------------------------------------------------------ oracle
@@ -525,6 +521,13 @@ class TaskOracle:
 Arrays = dict[str, np.ndarray]
 
 
+def blend_part_tags(n: int) -> list[str]:
+    """Array-name prefixes of a blend's parts: a, b, c, …"""
+    if n > 26:
+        raise ValueError(f"a blend has at most 26 parts, not {n}")
+    return [chr(ord("a") + i) for i in range(n)]
+
+
 def scorer_state(scorer: Any) -> tuple[str, dict[str, Any], Arrays]:
     """(type, JSON-able params, arrays) of a fitted deployable scorer; inverse of :func:`scorer_from_state`."""
     if isinstance(scorer, ProbeScorer):
@@ -551,11 +554,11 @@ def scorer_state(scorer: Any) -> tuple[str, dict[str, Any], Arrays]:
         return "knn", {"name": scorer.name, "ks": list(scorer.ks), "k": scorer.k}, {"x": scorer._x, "s": scorer._s}
     if isinstance(scorer, BlendScorer):
         parts, arrays = [], {}
-        for tag, part in zip("ab", scorer.parts, strict=True):
+        for tag, part in zip(blend_part_tags(len(scorer.parts)), scorer.parts, strict=True):
             kind, p, a = scorer_state(part)
             parts.append({"type": kind, "params": p})
             arrays |= {f"{tag}.{k}": v for k, v in a.items()}
-        params = {"name": scorer.name, "kinds": list(scorer.kinds), "grid": list(scorer.grid), "weight": scorer.weight}
+        params = {"name": scorer.name, "kinds": list(scorer.kinds), "weights": list(scorer.weights)}
         return "blend", params | {"parts": parts}, arrays
     raise TypeError(f"cannot export scorer of type {type(scorer).__name__}")
 
@@ -591,15 +594,10 @@ def scorer_from_state(kind: str, params: Mapping[str, Any], arrays: Mapping[str,
     if kind == "knn":
         return KNNScorer(ks=tuple(params["ks"]), k=params["k"], name=params["name"], _x=arrays["x"], _s=arrays["s"])
     if kind == "blend":
+        tags = blend_part_tags(len(params["parts"]))
         parts = tuple(
-            scorer_from_state(p["type"], p["params"], {k[2:]: v for k, v in arrays.items() if k.startswith(f"{tag}.")})
-            for tag, p in zip("ab", params["parts"], strict=True)
+            scorer_from_state(p["type"], p["params"], {k[2:]: v for k, v in arrays.items() if k.startswith(f"{t}.")})
+            for t, p in zip(tags, params["parts"], strict=True)
         )
-        return BlendScorer(
-            parts=(parts[0], parts[1]),
-            kinds=(params["kinds"][0], params["kinds"][1]),
-            grid=tuple(params["grid"]),
-            weight=float(params["weight"]),
-            name=params["name"],
-        )
+        return BlendScorer(parts, tuple(params["kinds"]), tuple(params["weights"]), name=params["name"])
     raise ValueError(f"unknown scorer type {kind!r}; expected probe, cluster, knn or blend")

@@ -1,28 +1,38 @@
-"""Training a router: pick the scorer by validation routing AUC, calibrate it, set presets.
+"""Training a router: pick the scorer by cross-validated routing AUC, calibrate it, set presets.
 
 In:  features of the training prompts (:class:`~router_models.features.PromptFeatures`), the train split of a
-     :class:`~router_models.data.RoutingDataset` (train rows only: test rows are never passed in), a
-     validation mask over those rows, prices, candidate scorers.
-Out: :func:`select_scorer` → :class:`Selection` (the winner refit on all train rows, and every candidate's
-     validation metrics); :func:`fit_router` → a :class:`~router_models.artifact.TrainedRouter` and a report.
+     :class:`~router_models.data.RoutingDataset` (train rows only: test rows are never passed in), fold ids
+     over those rows, prices, candidate scorers.
+Out: :func:`select_scorer` → :class:`Selection` (the winner refit on all train rows, every candidate's
+     cross-validated metrics and its out-of-fold predictions); :func:`fit_router` → a
+     :class:`~router_models.artifact.TrainedRouter` and a report.
 
-Selection protocol. Each candidate is fitted on the fit rows (train minus val), choosing its own
-hyperparameters on a seeded inner hold-out of those rows, and predicts the val rows. It is scored by the
-area under its quality–cost curve on val (:func:`router_models.evaluate.curve_metrics`, reference points
-from the val rows), because that is what routing is judged by; the val Brier score breaks ties. With
-``blend`` the two best candidates are also blended (weight chosen on the inner hold-out) and compared the
-same way. The winner is then refit on every train row with ``val`` as its validation rows.
+Selection protocol (k-fold cross-fitting on the train rows; the test split is never seen):
 
-Then, on the winner's val predictions (from the fit that never saw val): per-model calibration
-(:class:`~router_models.calibration.Calibrator`) and presets (:func:`~router_models.calibration.fit_presets`).
-Calibration maps and presets are fitted on the same val rows, so the reported val ECE after calibration is
-in-sample; the test split (``TrainedRouter.evaluate``) is the honest check.
+1. Each candidate is fitted k times, each time on the rows outside one fold (choosing its own hyperparameters
+   on a seeded inner hold-out of those rows), and predicts that fold. Every train row thus gets an
+   out-of-fold prediction from a fit that never saw it.
+2. Each candidate is scored by the area under its quality–cost curve over all train rows
+   (:func:`router_models.evaluate.curve_metrics`, reference points from the same rows), because that is what
+   routing is judged by; the Brier score breaks ties. On a few hundred prompts a single 20% validation split
+   cannot separate candidates 0.01 AUC apart; k folds use every row.
+3. With ``ensemble``, greedy ensemble selection with replacement (Caruana et al. 2004, "Ensemble Selection
+   from Libraries of Models") on the out-of-fold predictions: start from the best candidate, repeatedly add
+   the candidate (again, possibly) whose inclusion in the average raises the AUC most, stop when none does.
+   The weights are the counts. Chosen when it beats the best single candidate.
+4. The winner is refit on every train row with ``val`` as its hyperparameter rows.
+
+Calibration (:class:`~router_models.calibration.Calibrator`) and presets
+(:func:`~router_models.calibration.fit_presets`) are then fitted on the winner's out-of-fold predictions of
+all train rows. They are in-sample for those maps; the test split (``TrainedRouter.evaluate``) is the
+honest check.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -39,7 +49,15 @@ if TYPE_CHECKING:
     from router_models.data import RoutingDataset
     from router_models.features import PromptFeatures
 
-__all__ = ["Candidate", "Selection", "default_candidates", "fit_router", "select_scorer"]
+__all__ = [
+    "Candidate",
+    "Selection",
+    "cross_fit",
+    "default_candidates",
+    "ensemble_counts",
+    "fit_router",
+    "select_scorer",
+]
 
 
 class Candidate(NamedTuple):
@@ -50,9 +68,10 @@ class Candidate(NamedTuple):
 
 
 def default_candidates() -> dict[str, Candidate]:
-    """probe (top-k sparse probe on SAE features), dense probe, kNN and UniRoute clusters on dense features."""
+    """On SAE latents: top-k sparse probe and kNN; on the dense state: probe, kNN and UniRoute clusters."""
     return {
         "probe": Candidate(lambda: ProbeScorer(top_k=(16, 64, 256, 1024)), "sae"),
+        "sae_knn": Candidate(lambda: KNNScorer(name="sae_knn"), "sae"),
         "dense": Candidate(lambda: ProbeScorer(name="dense"), "dense"),
         "knn": Candidate(KNNScorer, "dense"),
         "cluster": Candidate(ClusterScorer, "dense"),
@@ -61,13 +80,14 @@ def default_candidates() -> dict[str, Candidate]:
 
 @dataclass
 class Selection:
-    """The chosen scorer (refit on all train rows) and every candidate's validation metrics."""
+    """The chosen scorer (refit on all train rows), every candidate's cross-validated metrics, and the
+    winner's out-of-fold predictions of every train row."""
 
     name: str
     scorer: Any
     features: str
     table: dict[str, dict[str, Any]]
-    val_quality: np.ndarray  # [n_val, m] the winner's predictions for the val rows, fitted without them
+    oof_quality: np.ndarray  # [n, m]
 
 
 def _rows(features: Mapping[str, Any], kind: str, rows: np.ndarray | None) -> Any:
@@ -79,61 +99,104 @@ def _rows(features: Mapping[str, Any], kind: str, rows: np.ndarray | None) -> An
     return features[kind] if rows is None else features[kind][rows]
 
 
+def cross_fit(
+    cand: Candidate, features: Mapping[str, Any], scores: np.ndarray, folds: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Out-of-fold predictions [n, m]: row i predicted by a fit on the rows outside fold ``folds[i]``."""
+    out = np.full(scores.shape, np.nan)
+    for f in np.unique(folds):
+        held = folds == f
+        inner = holdout_mask(int((~held).sum()), seed=seed)
+        scorer = cand.make().fit(_rows(features, cand.features, ~held), scores[~held], inner)
+        out[held] = scorer.predict_quality(_rows(features, cand.features, held))
+    return out
+
+
+def ensemble_counts(
+    preds: Mapping[str, np.ndarray], objective: Callable[[np.ndarray], float], max_steps: int = 20
+) -> tuple[Counter[str], float]:
+    """Greedy ensemble selection with replacement: counts per candidate and the objective of their average.
+
+    Starts from the best single candidate; each step adds the candidate that raises ``objective`` of the
+    running average the most, and stops when none raises it (or after ``max_steps`` additions).
+    """
+    single = {name: objective(q) for name, q in preds.items()}
+    first = max(single, key=lambda n: single[n])
+    counts, total, best = Counter({first: 1}), preds[first].copy(), single[first]
+    for _ in range(max_steps):
+        size = sum(counts.values())
+        trials = {name: objective((total + q) / (size + 1)) for name, q in preds.items()}
+        name = max(trials, key=lambda n: trials[n])
+        if trials[name] <= best + 1e-12:
+            break
+        counts[name] += 1
+        total += preds[name]
+        best = trials[name]
+    return counts, best
+
+
 def select_scorer(
     candidates: Mapping[str, Candidate],
     features: Mapping[str, Any],
     scores: np.ndarray,
     costs: np.ndarray,
-    val: np.ndarray,
+    folds: np.ndarray,
     pred_cost: np.ndarray,
     models: tuple[str, ...],
     *,
-    blend: bool = True,
+    val: np.ndarray | None = None,
+    ensemble: bool = True,
     seed: int = 0,
 ) -> Selection:
-    """Choose among ``candidates`` by routing AUC on the ``val`` rows (see module docstring).
+    """Choose among ``candidates`` by cross-validated routing AUC (see module docstring).
 
-    features: kind → matrix with train rows only [n, ·]; scores, costs: [n, m]; val: [n] bool;
-    pred_cost: [m] or [n, m] predicted cost (from a cost model fitted without the val rows).
+    features: kind → matrix with train rows only [n, ·]; scores, costs: [n, m]; folds: [n] fold ids;
+    pred_cost: [m] or [n, m] predicted cost; val: [n] bool hyperparameter rows for the final refit
+    (default: a seeded 20% hold-out).
     """
-    val = np.asarray(val, dtype=bool)
-    if not val.any() or val.all():
-        raise ValueError("select_scorer needs both fit rows and val rows")
-    fit = ~val
-    inner = holdout_mask(int(fit.sum()), seed=seed)
-    scored = val & ~np.isnan(scores).all(axis=1)  # a val prompt with no result at all cannot be routed
-    cost_val = np.broadcast_to(np.asarray(pred_cost, dtype=np.float64), scores.shape)[scored]
+    folds = np.asarray(folds)
+    n = scores.shape[0]
+    if folds.shape != (n,) or len(np.unique(folds)) < 2:
+        raise ValueError(f"select_scorer needs fold ids [n={n}] with at least 2 folds; got shape {folds.shape}")
+    val = holdout_mask(n, seed=seed) if val is None else np.asarray(val, dtype=bool)
+    scored = ~np.isnan(scores).all(axis=1)  # a prompt with no result at all cannot be routed
+    cost_s = np.broadcast_to(np.asarray(pred_cost, dtype=np.float64), scores.shape)[scored]
     refs = reference_points(scores[scored], costs[scored], models)
-    cands = dict(candidates)
+
+    def metrics(q: np.ndarray) -> dict[str, Any]:
+        m = curve_metrics(sweep(q[scored], cost_s, scores[scored], costs[scored], models=models), refs)
+        return {"cv_auc": m["auc"], "cv_peak_quality": m["peak_quality"], "cv_cost_at_95": m["cost_at_95"]}
+
+    def auc(q: np.ndarray) -> float:
+        return float(metrics(q)["cv_auc"])
+
     table: dict[str, dict[str, Any]] = {}
     preds: dict[str, np.ndarray] = {}
-
-    def trial(name: str, cand: Candidate) -> None:
+    for name, cand in candidates.items():
         started = time.perf_counter()
-        scorer = cand.make().fit(_rows(features, cand.features, fit), scores[fit], inner)
-        preds[name] = np.asarray(scorer.predict_quality(_rows(features, cand.features, val)))
-        q = preds[name][scored[val]]
-        curve = sweep(q, cost_val, scores[scored], costs[scored], models=models)
-        metrics = curve_metrics(curve, refs)
-        table[name] = {
-            "features": cand.features,
-            "val_auc": metrics["auc"],
-            "val_peak_quality": metrics["peak_quality"],
-            "val_cost_at_95": metrics["cost_at_95"],
-            "val_brier": brier(preds[name], scores[val]),
-            "fit_seconds": round(time.perf_counter() - started, 3),
-        }
+        preds[name] = cross_fit(cand, features, scores, folds, seed)
+        table[name] = {"features": cand.features, **metrics(preds[name]), "cv_brier": brier(preds[name], scores)}
+        table[name]["fit_seconds"] = round(time.perf_counter() - started, 3)
+    best = max(table, key=lambda k: (table[k]["cv_auc"], -table[k]["cv_brier"]))
+    cands = dict(candidates)
+    if ensemble and len(preds) >= 2:
+        counts, _ = ensemble_counts(preds, auc)
+        if len(counts) >= 2:
+            names = sorted(counts, key=lambda k: (-counts[k], k))
+            weights = tuple(counts[k] / sum(counts.values()) for k in names)
+            q = sum((w * preds[k] for w, k in zip(weights, names, strict=True)), np.zeros(()))
+            parts = [cands[k] for k in names]
+            kinds = tuple(c.features for c in parts)
 
-    for name, cand in cands.items():
-        trial(name, cand)
-    ranked = sorted((n for n in cands if cands[n].features != "all"), key=lambda n: -table[n]["val_auc"])
-    if blend and len(ranked) >= 2:
-        a, b = ranked[:2]
-        ca, cb = cands[a], cands[b]
-        cands["blend"] = Candidate(lambda: BlendScorer((ca.make(), cb.make()), (ca.features, cb.features)), "all")
-        trial("blend", cands["blend"])
-        table["blend"]["parts"] = [a, b]
-    best = max(table, key=lambda n: (table[n]["val_auc"], -table[n]["val_brier"]))
+            def make() -> BlendScorer:
+                return BlendScorer(tuple(c.make() for c in parts), kinds, weights, "ensemble")
+
+            cands["ensemble"] = Candidate(make, "all")
+            preds["ensemble"] = np.asarray(q)
+            table["ensemble"] = {"features": "all", **metrics(preds["ensemble"]), "cv_brier": brier(q, scores)}
+            table["ensemble"]["weights"] = dict(zip(names, weights, strict=True))
+            if table["ensemble"]["cv_auc"] > table[best]["cv_auc"]:
+                best = "ensemble"
     winner = cands[best].make().fit(_rows(features, cands[best].features, None), scores, val)
     return Selection(best, winner, cands[best].features, table, preds[best])
 
@@ -168,7 +231,8 @@ def fit_router(
     prices: Mapping[str, ModelPrice] | None = None,
     labels: dict[str, Any] | None = None,
     candidates: Mapping[str, Candidate] | None = None,
-    blend: bool = True,
+    ensemble: bool = True,
+    folds: int = 5,
     calibration: Method | Literal["auto"] = "auto",
     presets: Mapping[str, PresetTarget] = DEFAULT_PRESETS,
     default_preset: str = "balanced",
@@ -176,14 +240,15 @@ def fit_router(
     featurize: Featurize | None = None,
     seed: int = 0,
 ) -> tuple[TrainedRouter, dict[str, Any]]:
-    """Fit candidates, select by val AUC, calibrate and set presets on val; returns (router, report).
+    """Cross-fit candidates, select by CV AUC, calibrate and set presets on out-of-fold predictions.
 
-    features: rows aligned with ``train`` (train split only). val: [n] bool (default
-    :func:`router_models.data.validation_split`). The router's ``probe`` (explanations, onboarding) and
-    ``clusters`` (per-cluster costs, onboarding) come from the winner when it is one, else from the
-    ``probe`` / ``cluster`` candidates refit on all train rows.
+    features: rows aligned with ``train`` (train split only). val: [n] bool, the hyperparameter rows of the
+    final refit (default :func:`router_models.data.validation_split`). folds: k of the k-fold selection
+    (:func:`router_models.data.cv_folds`). The router's ``probe`` (explanations, onboarding) and ``clusters``
+    (per-cluster costs, onboarding) come from the winner when it is or contains one, else from the ``probe`` /
+    ``cluster`` candidates refit on all train rows.
     """
-    from router_models.data import validation_split
+    from router_models.data import cv_folds, validation_split
 
     outside = sorted(set(train.splits) - {"train"})
     if outside:
@@ -194,22 +259,22 @@ def fit_router(
     val = validation_split(train)[1] if val is None else np.asarray(val, dtype=bool)
     if val.shape != (n,):
         raise ValueError(f"val mask has shape {val.shape}, expected ({n},)")
+    fold_ids = cv_folds(train, folds, seed)
     views = {"sae": features.sparse, "dense": features.dense}
     texts = [str(p) for p in train.prompts]
     cands = dict(candidates or default_candidates())
-    fit_costs = CostModel.fit(models, [texts[i] for i in np.flatnonzero(~val)], train.costs[~val], prices)
-    pred_cost = fit_costs.predict(texts)
-    sel = select_scorer(cands, views, train.scores, train.costs, val, pred_cost, models, blend=blend, seed=seed)
+    pred_cost = CostModel.fit(models, texts, train.costs, prices).predict(texts)
+    sel = select_scorer(
+        cands, views, train.scores, train.costs, fold_ids, pred_cost, models, val=val, ensemble=ensemble, seed=seed
+    )
     calib_table: dict[str, float] = {}
     if calibration == "auto":
-        calibration, calib_table = Calibrator.choose(
-            sel.val_quality, train.scores[val], train.costs[val], pred_cost[val], models
-        )
-    calibrator = Calibrator.fit(sel.val_quality, train.scores[val], calibration)
-    q_val = calibrator.apply(sel.val_quality)
-    ok = ~np.isnan(train.scores[val]).all(axis=1)
-    vs, vc, pc = train.scores[val][ok], train.costs[val][ok], pred_cost[val][ok]
-    preset_table = fit_presets(q_val[ok], pc, vs, vc, models, presets, default_preset)
+        calibration, calib_table = Calibrator.choose(sel.oof_quality, train.scores, train.costs, pred_cost, models)
+    calibrator = Calibrator.fit(sel.oof_quality, train.scores, calibration)
+    q_oof = calibrator.apply(sel.oof_quality)
+    ok = ~np.isnan(train.scores).all(axis=1)
+    vs, vc = train.scores[ok], train.costs[ok]
+    preset_table = fit_presets(q_oof[ok], pred_cost[ok], vs, vc, models, presets, default_preset)
     probe, _ = _component(ProbeScorer, "sae", sel, cands.get("probe"), views, train.scores, val)
     clusters, cluster_features = _component(ClusterScorer, None, sel, cands.get("cluster"), views, train.scores, val)
     groups, n_groups = None, 1
@@ -218,14 +283,15 @@ def fit_router(
     costs = CostModel.fit(models, texts, train.costs, prices, groups=groups, n_groups=n_groups)
     report = {
         "selected": sel.name,
+        "selection": f"{folds}-fold cross-validated routing AUC on the train rows",
         "candidates": sel.table,
         "calibration": {
             "method": calibration,
-            "cross_fitted_val_auc": calib_table,
-            "val_ece_before": ece(sel.val_quality, train.scores[val]),
-            "val_ece_after_in_sample": ece(q_val, train.scores[val]),
+            "cross_fitted_auc": calib_table,
+            "ece_before": ece(sel.oof_quality, train.scores),
+            "ece_after_in_sample": ece(q_oof, train.scores),
         },
-        "data": {"dataset": train.name, "fingerprint": train.fingerprint(), "n_train": n, "n_val": int(val.sum())},
+        "data": {"dataset": train.name, "fingerprint": train.fingerprint(), "n_train": n, "folds": folds},
     }
     router = TrainedRouter(
         models=models,

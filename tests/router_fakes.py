@@ -124,6 +124,7 @@ def fast_candidates() -> dict[str, Candidate]:
     """Small grids so a full fit takes seconds on two cores."""
     return {
         "probe": Candidate(lambda: ProbeScorer(Cs=(0.1, 1.0), top_k=(8, 32)), "sae"),
+        "sae_knn": Candidate(lambda: KNNScorer(ks=(5, 20), name="sae_knn"), "sae"),
         "dense": Candidate(lambda: ProbeScorer(Cs=(0.1, 1.0), name="dense"), "dense"),
         "knn": Candidate(lambda: KNNScorer(ks=(5, 20)), "dense"),
         "cluster": Candidate(lambda: ClusterScorer(ks=(4, 8), temperatures=(0.0, 0.3)), "dense"),

@@ -17,6 +17,7 @@ from router_models.data import (
     REQUIRED_COLUMNS,
     DatasetError,
     RoutingDataset,
+    cv_folds,
     from_long_frame,
     load_dataset,
     validation_split,
@@ -368,6 +369,23 @@ def test_validation_split_size_and_seed() -> None:
     _, val1 = validation_split(big, fraction=0.2, seed=1)
     assert val0.sum() == val1.sum() == 40
     assert not np.array_equal(val0, val1)
+
+
+def test_cv_folds_are_balanced_seeded_and_independent_of_row_order(ds: RoutingDataset) -> None:
+    frame = pd.DataFrame(
+        {"prompt_id": [f"id{i}" for i in range(103)], "prompt": "q", "task": "t", "split": "train"}
+    ).assign(model="m", score=1.0, cost_usd=0.0)
+    big = from_long_frame(frame, "big")
+    folds = cv_folds(big, 5)
+    assert sorted(np.bincount(folds)) == [20, 20, 21, 21, 21]
+    order = np.random.default_rng(0).permutation(103)
+    again = cv_folds(big.subset(order), 5)
+    assert dict(zip(big.prompt_ids[order], again, strict=True)) == dict(zip(big.prompt_ids, folds, strict=True))
+    assert not np.array_equal(folds, cv_folds(big, 5, seed=1))
+    with pytest.raises(DatasetError, match="train rows only"):
+        cv_folds(ds)
+    with pytest.raises(DatasetError, match="k=1"):
+        cv_folds(big, 1)
 
 
 # --- the shared data, when present ------------------------------------------------------------------

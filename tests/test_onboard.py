@@ -29,7 +29,7 @@ def _blas() -> Iterator[None]:
 def base() -> tuple[TrainedRouter, Synthetic]:
     syn = make_routing(400, seed=6)
     cands = {k: v for k, v in fast_candidates().items() if k in ("dense", "cluster", "probe")}
-    router, _ = fit_router(syn.features, syn.ds, prices=PRICES, candidates=cands, blend=False)
+    router, _ = fit_router(syn.features, syn.ds, prices=PRICES, candidates=cands, ensemble=False)
     return router, syn
 
 
@@ -100,7 +100,7 @@ def test_onboarding_refuses_what_it_cannot_do(base: tuple[TrainedRouter, Synthet
 def test_a_router_without_clusters_onboards_through_its_probe(base: tuple[TrainedRouter, Synthetic]) -> None:
     _, syn = base
     cands = {k: v for k, v in fast_candidates().items() if k == "probe"}
-    router, _ = fit_router(syn.features, syn.ds, prices=PRICES, candidates=cands, blend=False)
+    router, _ = fit_router(syn.features, syn.ds, prices=PRICES, candidates=cands, ensemble=False)
     assert router.clusters is None and not router.cost_groups
     feats, scores, _ = specialist(syn, 300)
     new = onboard(router, "specialist", feats, scores, price=NEW_PRICE)

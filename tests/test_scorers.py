@@ -23,7 +23,7 @@ from router_models.scorers import (
     scorer_from_state,
     scorer_state,
 )
-from router_models.selection import fit_router, select_scorer
+from router_models.selection import cross_fit, ensemble_counts, fit_router, select_scorer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,13 +86,37 @@ def test_cluster_profile_falls_back_to_the_global_mean_where_a_model_has_no_resu
     assert cl.profile[first, 1] == pytest.approx(1.0)  # no results there: the model's global mean
 
 
-def test_blend_weight_is_chosen_on_val_and_predictions_mix_the_parts(syn) -> None:  # type: ignore[no-untyped-def]
+def test_blend_predicts_the_weighted_mean_of_its_parts_and_rejects_bad_weights(syn) -> None:  # type: ignore[no-untyped-def]
     views = {"sae": syn.features.sparse, "dense": syn.features.dense}
-    blend = BlendScorer((ProbeScorer(Cs=(1.0,), top_k=(8,)), KNNScorer(ks=(10,))), ("sae", "dense"))
-    blend.fit(views, syn.ds.scores, holdout_mask(400))
-    assert blend.weight in blend.grid and set(blend.val_brier) == set(blend.grid)
-    a, b = blend.parts[0].predict_quality(views["sae"]), blend.parts[1].predict_quality(views["dense"])
-    np.testing.assert_allclose(blend.predict_quality(views), blend.weight * a + (1 - blend.weight) * b)
+    parts = (ProbeScorer(Cs=(1.0,), top_k=(8,)), KNNScorer(ks=(10,)), ClusterScorer(ks=(4,)))
+    blend = BlendScorer(parts, ("sae", "dense", "dense"), (2, 1, 1)).fit(views, syn.ds.scores, holdout_mask(400))
+    assert blend.weights == (0.5, 0.25, 0.25)
+    a, b, c = (p.predict_quality(views[k]) for p, k in zip(blend.parts, blend.kinds, strict=True))
+    np.testing.assert_allclose(blend.predict_quality(views), 0.5 * a + 0.25 * b + 0.25 * c)
+    assert BlendScorer(parts[:2], ("sae", "dense")).weights == (0.5, 0.5)
+    with pytest.raises(ValueError, match="non-negative"):
+        BlendScorer(parts[:2], ("sae", "dense"), (1.0, -1.0))
+    with pytest.raises(ValueError, match="one feature kind per part"):
+        BlendScorer(parts[:2], ("sae",))
+
+
+def test_ensemble_selection_adds_only_what_raises_the_objective() -> None:
+    target = np.array([1.0, 0.0, 1.0, 0.0])
+    preds = {
+        "good": np.array([0.9, 0.2, 0.6, 0.4]),
+        "other": np.array([0.6, 0.4, 0.9, 0.2]),  # errs where "good" errs least: averaging helps
+        "bad": np.array([0.0, 1.0, 0.0, 1.0]),
+    }
+
+    def objective(q: np.ndarray) -> float:
+        return -float(((q - target) ** 2).mean())
+
+    counts, best = ensemble_counts(preds, objective)
+    assert set(counts) == {"good", "other"} and "bad" not in counts
+    avg = sum(k * preds[n] for n, k in counts.items()) / sum(counts.values())
+    assert best == pytest.approx(objective(avg)) and best > objective(preds["good"])
+    alone, score = ensemble_counts({"good": preds["good"], "bad": preds["bad"]}, objective)
+    assert alone == {"good": 1} and score == objective(preds["good"])
 
 
 def test_every_scorer_round_trips_through_plain_arrays(syn) -> None:  # type: ignore[no-untyped-def]
@@ -103,7 +127,9 @@ def test_every_scorer_round_trips_through_plain_arrays(syn) -> None:  # type: ig
         (ClusterScorer(ks=(4,)).fit(views["dense"], syn.ds.scores, val), views["dense"]),
         (KNNScorer(ks=(5,)).fit(views["dense"], syn.ds.scores, val), views["dense"]),
         (
-            BlendScorer((ProbeScorer(Cs=(1.0,)), ClusterScorer(ks=(4,))), ("sae", "dense")).fit(views, syn.ds.scores),
+            BlendScorer(
+                (ProbeScorer(Cs=(1.0,)), ClusterScorer(ks=(4,)), KNNScorer(ks=(5,))), ("sae", "dense", "sae"), (3, 1, 1)
+            ).fit(views, syn.ds.scores),
             views,
         ),
     ]
@@ -114,15 +140,26 @@ def test_every_scorer_round_trips_through_plain_arrays(syn) -> None:  # type: ig
         np.testing.assert_array_equal(again.predict_quality(x), scorer.predict_quality(x))
 
 
-def test_select_scorer_reports_every_candidate_and_picks_the_best_val_auc(syn) -> None:  # type: ignore[no-untyped-def]
+def test_select_scorer_cross_fits_every_candidate_and_keeps_the_best_cv_auc(syn) -> None:  # type: ignore[no-untyped-def]
     views = {"sae": syn.features.sparse, "dense": syn.features.dense}
-    val = holdout_mask(400, 0.25)
+    folds = np.arange(400) % 4
     cost = mean_cost(syn.ds.scores, syn.ds.costs)
-    sel = select_scorer(fast_candidates(), views, syn.ds.scores, syn.ds.costs, val, cost, MODELS)
-    assert set(sel.table) == {"probe", "dense", "knn", "cluster", "blend"}
-    assert sel.table[sel.name]["val_auc"] == max(t["val_auc"] for t in sel.table.values())
-    assert sel.val_quality.shape == (int(val.sum()), 4)
-    assert all(0.5 < t["val_auc"] <= 1.2 for t in sel.table.values())
+    sel = select_scorer(fast_candidates(), views, syn.ds.scores, syn.ds.costs, folds, cost, MODELS)
+    assert set(fast_candidates()) <= set(sel.table) <= set(fast_candidates()) | {"ensemble"}
+    assert sel.table[sel.name]["cv_auc"] == max(t["cv_auc"] for t in sel.table.values())
+    assert sel.oof_quality.shape == (400, 4) and not np.isnan(sel.oof_quality).any()
+    assert all(0.5 < t["cv_auc"] <= 1.2 for t in sel.table.values())
+    if "ensemble" in sel.table:
+        weights = sel.table["ensemble"]["weights"]
+        assert len(weights) >= 2 and sum(weights.values()) == pytest.approx(1.0)
+    # Out-of-fold: row i's prediction comes from a fit on the other folds only.
+    cand = fast_candidates()["knn"]
+    oof = cross_fit(cand, views, syn.ds.scores, folds)
+    held = folds == 0
+    alone = cand.make().fit(views["dense"][~held], syn.ds.scores[~held], holdout_mask(int((~held).sum())))
+    np.testing.assert_allclose(oof[held], alone.predict_quality(views["dense"][held]))
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        select_scorer(fast_candidates(), views, syn.ds.scores, syn.ds.costs, np.zeros(400), cost, MODELS)
 
 
 def test_selection_never_sees_test_rows(syn) -> None:  # type: ignore[no-untyped-def]
@@ -142,10 +179,10 @@ def test_selection_never_sees_test_rows(syn) -> None:  # type: ignore[no-untyped
             syn.features.n_tokens[train],
         )
         cands = {k: v for k, v in fast_candidates().items() if k in ("dense", "cluster")}
-        reports.append(fit_router(feats, ds, prices=PRICES, candidates=cands, blend=False)[1])
+        reports.append(fit_router(feats, ds, prices=PRICES, candidates=cands, ensemble=False)[1])
     assert reports[0]["candidates"].keys() == reports[1]["candidates"].keys()
     for name in reports[0]["candidates"]:
-        assert reports[0]["candidates"][name]["val_auc"] == reports[1]["candidates"][name]["val_auc"]
+        assert reports[0]["candidates"][name]["cv_auc"] == reports[1]["candidates"][name]["cv_auc"]
 
 
 def _fields(ds: RoutingDataset) -> dict[str, object]:
