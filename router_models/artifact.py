@@ -599,6 +599,17 @@ def _check_scorer(
         },
         "knn": {"x": ((None, d), f"prompts × {fw}"), "s": ((None, m), f"prompts × {m} models")},
     }
+    if kind == "knn" and "sparse_shape" in params:
+        n_rows, width = params["sparse_shape"]
+        if d is not None and width != d:
+            raise ArtifactError(f"{MANIFEST}: {prefix} stores {width} features but the router has {fw}")
+        nnz = arrays[f"{prefix}.x_data"].shape if f"{prefix}.x_data" in arrays else (None,)
+        table["knn"] = {
+            "x_data": (nnz, "non-zeros"),
+            "x_indices": (nnz, "non-zeros"),
+            "x_indptr": ((n_rows + 1,), f"{n_rows} prompts + 1"),
+            "s": ((n_rows, m), f"{n_rows} prompts × {m} models"),
+        }
     expected = table.get(kind)
     if expected is None:
         raise ArtifactError(f"{MANIFEST}: {prefix} has unknown scorer type {kind!r}")

@@ -104,16 +104,21 @@ def _has_split(val: np.ndarray | None) -> bool:
     return val is not None and bool(val.any()) and bool((~val).any())
 
 
-def _unit_rows(X: Any) -> np.ndarray:
-    X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+def _unit_rows(X: Any) -> Any:
+    """Rows scaled to unit L2 norm, float32; a scipy sparse input stays sparse (CSR)."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=np.float32)
+        norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+        return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)).astype(np.float32) @ X)
+    X = np.asarray(X, dtype=np.float32)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 # --------------------------------------------------------------------------------------------------- knn
 
 
-def knn_predict(train_x: np.ndarray, train_s: np.ndarray, query_x: np.ndarray, k: int) -> np.ndarray:
-    """Mean neighbour score per model ([q, m]); rows of train_x/query_x must be unit-norm."""
+def knn_predict(train_x: Any, train_s: np.ndarray, query_x: Any, k: int) -> np.ndarray:
+    """Mean neighbour score per model ([q, m]); rows of train_x/query_x (dense or sparse) must be unit-norm."""
     fallback = column_means(train_s)
     k = min(k, train_x.shape[0])
     out = np.empty((query_x.shape[0], train_s.shape[1]))
@@ -121,6 +126,7 @@ def knn_predict(train_x: np.ndarray, train_s: np.ndarray, query_x: np.ndarray, k
     filled = np.where(observed, train_s, 0.0)
     for start in range(0, query_x.shape[0], 512):
         sims = query_x[start : start + 512] @ train_x.T
+        sims = sims.toarray() if sp.issparse(sims) else np.asarray(sims)
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         sums = filled[idx].sum(axis=1)
         counts = observed[idx].sum(axis=1)
@@ -130,13 +136,14 @@ def knn_predict(train_x: np.ndarray, train_s: np.ndarray, query_x: np.ndarray, k
 
 @dataclass
 class KNNScorer:
-    """Cosine kNN; k chosen on the validation rows (one k for all models)."""
+    """Cosine kNN; k chosen on the validation rows (one k for all models). Sparse features (SAE latents) are
+    kept sparse, so the stored training rows cost their non-zeros, not n × d."""
 
     ks: tuple[int, ...] = (5, 10, 20, 50, 100)
     k: int | None = None
     name: str = "knn"
     val_brier: dict[int, float] = field(default_factory=dict)
-    _x: np.ndarray | None = None
+    _x: Any = None  # unit rows [n, d]: numpy array, or CSR for sparse input
     _s: np.ndarray | None = None
 
     def fit(self, X: Any, scores: np.ndarray, val: np.ndarray | None = None) -> KNNScorer:
@@ -551,7 +558,12 @@ def scorer_state(scorer: Any) -> tuple[str, dict[str, Any], Arrays]:
         return "cluster", params, {"centroids": scorer.centroids, "profile": scorer.profile, "counts": scorer.counts}
     if isinstance(scorer, KNNScorer):
         assert scorer._x is not None and scorer._s is not None
-        return "knn", {"name": scorer.name, "ks": list(scorer.ks), "k": scorer.k}, {"x": scorer._x, "s": scorer._s}
+        params = {"name": scorer.name, "ks": list(scorer.ks), "k": scorer.k}
+        x = scorer._x
+        if sp.issparse(x):
+            arrays = {"x_data": x.data, "x_indices": x.indices, "x_indptr": x.indptr, "s": scorer._s}
+            return "knn", params | {"sparse_shape": list(x.shape)}, arrays
+        return "knn", params, {"x": x, "s": scorer._s}
     if isinstance(scorer, BlendScorer):
         parts, arrays = [], {}
         for tag, part in zip(blend_part_tags(len(scorer.parts)), scorer.parts, strict=True):
@@ -592,7 +604,11 @@ def scorer_from_state(kind: str, params: Mapping[str, Any], arrays: Mapping[str,
             tau=float(params["tau"]),
         )
     if kind == "knn":
-        return KNNScorer(ks=tuple(params["ks"]), k=params["k"], name=params["name"], _x=arrays["x"], _s=arrays["s"])
+        x: Any = arrays.get("x")
+        if "sparse_shape" in params:
+            parts = (arrays["x_data"], arrays["x_indices"], arrays["x_indptr"])
+            x = sp.csr_matrix(parts, shape=tuple(params["sparse_shape"]))
+        return KNNScorer(ks=tuple(params["ks"]), k=params["k"], name=params["name"], _x=x, _s=arrays["s"])
     if kind == "blend":
         tags = blend_part_tags(len(params["parts"]))
         parts = tuple(

@@ -66,6 +66,14 @@ def test_probe_chooses_k_and_C_on_val_and_uses_ridge_for_fractional_scores(syn) 
     assert q.shape == (400, 4) and (q >= 0).all() and (q <= 1).all()
 
 
+def test_knn_on_sparse_features_matches_dense_input_and_stays_sparse(syn) -> None:  # type: ignore[no-untyped-def]
+    X = syn.features.sparse
+    a = KNNScorer(ks=(5, 20)).fit(X, syn.ds.scores, holdout_mask(400))
+    b = KNNScorer(ks=(5, 20)).fit(X.toarray(), syn.ds.scores, holdout_mask(400))
+    assert sp.issparse(a._x) and a._x.nnz == X.nnz and a.k == b.k
+    np.testing.assert_allclose(a.predict_quality(X[:50]), b.predict_quality(X[:50].toarray()), atol=1e-6)
+
+
 def test_cluster_scorer_beats_a_constant_on_clustered_data(syn) -> None:  # type: ignore[no-untyped-def]
     train, test = _split(400)
     val = holdout_mask(int(train.sum()))
@@ -126,6 +134,7 @@ def test_every_scorer_round_trips_through_plain_arrays(syn) -> None:  # type: ig
         (ProbeScorer(Cs=(1.0,), top_k=(8,)).fit(views["sae"], syn.ds.scores, val), views["sae"]),
         (ClusterScorer(ks=(4,)).fit(views["dense"], syn.ds.scores, val), views["dense"]),
         (KNNScorer(ks=(5,)).fit(views["dense"], syn.ds.scores, val), views["dense"]),
+        (KNNScorer(ks=(5,)).fit(views["sae"], syn.ds.scores, val), views["sae"]),
         (
             BlendScorer(
                 (ProbeScorer(Cs=(1.0,)), ClusterScorer(ks=(4,)), KNNScorer(ks=(5,))), ("sae", "dense", "sae"), (3, 1, 1)
