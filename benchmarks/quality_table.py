@@ -5,7 +5,9 @@
 For each dataset, ``sae-router train``'s pipeline runs on a stable-hash subsample: candidates are fitted on
 train, the winner is picked by validation AUC, calibrated, and scored on test next to kNN, dense probe,
 UniRoute clusters, SAE probe, SAE kNN and the task oracle, all fitted in the same run on the same
-features (and using the same cost predictions). The table goes between the ``quality-table`` markers of
+features (and using the same cost predictions). The router's row gives its test AUC minus the best
+deployable baseline's with a paired bootstrap 95% interval over test prompts (200 resamples); "within
+noise" marks a loss whose interval includes 0. The table goes between the ``quality-table`` markers of
 benchmarks/RESULTS.md.
 """
 
@@ -33,6 +35,10 @@ def rows(rep: dict[str, Any]) -> list[str]:
         goal = ""
         if name.startswith("sae-router"):
             auc_ok = "✅" if r["auc"] >= max(baselines) - 1e-9 else "❌"
+            vs = rep.get("vs_best_baseline")
+            if vs:
+                noise = " (within noise)" if auc_ok == "❌" and vs["hi"] >= 0 else ""
+                auc_ok += f"{noise} Δ {vs['delta']:+.3f} [{vs['lo']:+.3f}, {vs['hi']:+.3f}] vs {vs['baseline']}"
             c95 = ("✅" if r["cost_at_95"] <= 0.5 else "❌") if oracle_allows else "n/a (oracle can't)"
             goal = f"AUC ≥ best baseline {auc_ok}; 95% at ≤ 50% cost {c95}"
         out.append(

@@ -42,6 +42,7 @@ __all__ = [
     "auc",
     "evaluate_router",
     "lambda_grid",
+    "paired_bootstrap",
     "random_mixing",
     "reference_points",
     "reference_report",
@@ -275,4 +276,42 @@ def evaluate_router(
         "curve": curve.points(),
         "lambdas": curve.lambdas.tolist(),
         "share": {m: curve.share[:, j].tolist() for j, m in enumerate(models)},
+    }
+
+
+def paired_bootstrap(
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    pred_c: np.ndarray,
+    true_q: np.ndarray,
+    true_c: np.ndarray,
+    models: tuple[str, ...],
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:
+    """AUC of router a minus router b, with a 95% percentile interval over prompts resampled with replacement.
+
+    Both routers are scored on the same resampled prompts (reference points recomputed on each), so the
+    interval is for the difference, not two overlapping intervals. pred_a, pred_b, true_q, true_c: [n, m];
+    pred_c: [m] or [n, m]. Returns ``{"delta", "lo", "hi", "share_a_ge_b", "n_boot"}``.
+    """
+    pred_c = _as_matrix(pred_c, true_q.shape)
+
+    def delta(rows: np.ndarray) -> float:
+        q, c = true_q[rows], true_c[rows]
+        refs = reference_points(q, c, models)
+        a, b = (curve_metrics(sweep(p[rows], pred_c[rows], q, c, models=models), refs) for p in (pred_a, pred_b))
+        return float(a["auc"] - b["auc"])
+
+    rng = np.random.default_rng(seed)
+    n = true_q.shape[0]
+    draws = np.array([delta(np.asarray(rng.integers(0, n, n))) for _ in range(n_boot)])
+    draws = draws[np.isfinite(draws)]
+    lo, hi = np.percentile(draws, [2.5, 97.5]) if len(draws) else (np.nan, np.nan)
+    return {
+        "delta": delta(np.arange(n)),
+        "lo": float(lo),
+        "hi": float(hi),
+        "share_a_ge_b": float((draws >= 0).mean()) if len(draws) else float("nan"),
+        "n_boot": len(draws),
     }

@@ -12,6 +12,7 @@ from router_models.evaluate import (
     curve_metrics,
     evaluate_router,
     lambda_grid,
+    paired_bootstrap,
     random_mixing,
     reference_points,
     sweep,
@@ -137,3 +138,20 @@ def test_a_model_predicted_nan_is_never_chosen_and_warns_nothing() -> None:
     pred = np.array([[0.2, np.nan], [0.9, np.nan], [0.1, np.nan], [0.3, np.nan]])
     result = evaluate_router(pred, np.array([1.0, 10.0]), TRUE_Q, TRUE_C, MODELS)
     assert {tuple(p) for p in result["curve"]} == {(1.0, 0.25)}
+
+
+def test_paired_bootstrap_separates_a_real_gap_from_noise() -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    strong = rng.random(n) < 0.5  # prompts only the strong model answers
+    true_q = np.stack([(~strong).astype(float), np.ones(n)], axis=1)
+    true_c = np.tile([1.0, 10.0], (n, 1))
+    cost = np.array([1.0, 10.0])
+    truth = true_q.copy()
+    coin = np.stack([rng.random(n), np.full(n, 0.5)], axis=1)
+    gap = paired_bootstrap(truth, coin, cost, true_q, true_c, MODELS, n_boot=100)
+    assert gap["delta"] > 0 and gap["lo"] > 0 and gap["share_a_ge_b"] == 1.0 and gap["n_boot"] == 100
+    same = paired_bootstrap(truth, truth.copy(), cost, true_q, true_c, MODELS, n_boot=50)
+    assert same["delta"] == same["lo"] == same["hi"] == 0.0
+    flipped = paired_bootstrap(coin, truth, cost, true_q, true_c, MODELS, n_boot=100)
+    assert flipped["delta"] == pytest.approx(-gap["delta"]) and flipped["hi"] < 0

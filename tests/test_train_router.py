@@ -80,6 +80,11 @@ def test_train_writes_a_loadable_router_with_same_run_baselines(
     routers = test["routers"]
     assert any(name.startswith("sae-router") for name in routers)
     assert {"knn (dense)", "dense probe", "cluster (dense)", "sae probe"} <= set(routers)
+    vs = test["vs_best_baseline"]
+    assert "oracle" not in vs["baseline"] and vs["lo"] <= vs["delta"] <= vs["hi"] and vs["n_boot"] > 0
+    best = max(v["auc"] for k, v in routers.items() if "oracle" not in k and not k.startswith("sae-router"))
+    selected = next(v["auc"] for k, v in routers.items() if k.startswith("sae-router"))
+    assert vs["delta"] == pytest.approx(selected - best)
     router = load_router(out, load_backbone=False)
     assert router.models == ("cheap", "strong")
     capsys.readouterr()
