@@ -180,9 +180,10 @@ def _add_router_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a router artifact (features, scorer selection, calibration, presets, test report)",
-        description="Fits every candidate scorer on the train split, keeps the best by validation AUC, calibrates "
-        "and sets presets on validation, evaluates on test against baselines fitted in the same run, and "
-        "writes the router directory to --out.",
+        description="Cross-fits every candidate scorer on the train split (5 folds), keeps the best by "
+        "cross-validated routing AUC (a greedy ensemble of candidates included), calibrates and sets presets on "
+        "the out-of-fold predictions, evaluates on test against baselines fitted in the same run, and writes "
+        "the router directory to --out.",
     )
     p.add_argument("--data", nargs="+", required=True, help="dataset file(s); several are combined")
     p.add_argument("--sae", required=True, help="SAE folder from `sae-router train-sae`")

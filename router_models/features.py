@@ -171,6 +171,18 @@ def extract_features(
     return PromptFeatures(stacked[inverse], dense, recon, n_tok)
 
 
+def _concat(parts: Sequence[PromptFeatures]) -> PromptFeatures:
+    """Rows of several feature blocks, in order."""
+    import scipy.sparse as sp
+
+    return PromptFeatures(
+        sp.vstack([p.sparse for p in parts], format="csr"),
+        np.concatenate([p.dense for p in parts]),
+        np.concatenate([p.recon_error for p in parts]),
+        np.concatenate([p.n_tokens for p in parts]),
+    )
+
+
 class FeatureCache:
     """Per-prompt feature rows on disk, keyed by feature settings and the sha256 of each text.
 
@@ -183,35 +195,40 @@ class FeatureCache:
 
     def get_or_compute(self, texts: Sequence[str], compute: Any, progress: bool = False) -> PromptFeatures:
         """Features for ``texts``; ``compute(missing_texts) -> PromptFeatures`` fills what is not cached."""
-        import scipy.sparse as sp
-
         hashes = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
-        known = self._load()
-        missing = list(dict.fromkeys(h for h in hashes if h not in known))
+        shards, where = self._load()
+        missing = list(dict.fromkeys(h for h in hashes if h not in where))
         if missing:
             first = dict(zip(hashes, texts, strict=True))
             new = compute([first[h] for h in missing])
             self._save(missing, new)
-            for i, h in enumerate(missing):
-                known[h] = (new.sparse[i], new.dense[i], new.recon_error[i], new.n_tokens[i])
-        rows = [known[h] for h in hashes]
-        return PromptFeatures(
-            sp.vstack([r[0] for r in rows], format="csr"),
-            np.stack([r[1] for r in rows]).astype(np.float32),
-            np.array([r[2] for r in rows], dtype=np.float32),
-            np.array([r[3] for r in rows], dtype=np.int64),
-        )
+            where |= {h: (len(shards), i) for i, h in enumerate(missing)}
+            shards.append(new)
+        shard_of = np.array([where[h][0] for h in hashes], dtype=np.int64)
+        row_of = np.array([where[h][1] for h in hashes], dtype=np.int64)
+        order = np.argsort(shard_of, kind="stable")  # rows grouped by shard, each shard read once
+        pieces = [shards[s].rows(row_of[order][shard_of[order] == s]) for s in np.unique(shard_of)]
+        return _concat(pieces).rows(np.argsort(order, kind="stable"))
 
-    def _load(self) -> dict[bytes, tuple[Any, np.ndarray, float, int]]:
+    def _load(self) -> tuple[list[PromptFeatures], dict[bytes, tuple[int, int]]]:
+        """Every shard as whole arrays, and hash → (shard number, row)."""
         import scipy.sparse as sp
 
-        out: dict[bytes, tuple[Any, np.ndarray, float, int]] = {}
+        shards: list[PromptFeatures] = []
+        where: dict[bytes, tuple[int, int]] = {}
         for shard in sorted(self.folder.glob("*.npz")):
             with np.load(shard, allow_pickle=False) as z:
-                mat = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-                for i, h in enumerate(z["hashes"]):
-                    out[bytes(h)] = (mat[i], z["dense"][i], float(z["recon"][i]), int(z["n_tokens"][i]))
-        return out
+                arrays = {k: z[k] for k in z.files}
+            mat = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
+            feats = PromptFeatures(
+                mat,
+                arrays["dense"].astype(np.float32),
+                arrays["recon"].astype(np.float32),
+                arrays["n_tokens"].astype(np.int64),
+            )
+            where |= {bytes(h): (len(shards), i) for i, h in enumerate(arrays["hashes"])}
+            shards.append(feats)
+        return shards, where
 
     def _save(self, hashes: list[bytes], f: PromptFeatures) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

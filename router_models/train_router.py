@@ -3,9 +3,10 @@
 In:  routing dataset file(s) in the canonical schema, an SAE folder (``sae-router train-sae``), optional
      prices (the shared ``prices.json`` layout) and a model pool.
 Out: a router directory (:func:`router_models.artifact.save_router`) whose manifest carries the selection
-     report (every candidate's validation AUC), calibration, presets and the **test-split** metrics of the
-     selected router next to baselines fitted in the same run on the same features (kNN, dense probe,
-     UniRoute clusters, SAE probe, task oracle) and the reference points.
+     report (every candidate's cross-validated AUC), calibration, presets and the **test-split** metrics of
+     the selected router next to baselines fitted in the same run on the same features (kNN, dense probe,
+     UniRoute clusters, SAE probe, SAE kNN, task oracle), the reference points, and the router's AUC minus the
+     best baseline's with a paired bootstrap interval.
 
 The default router is made by::
 

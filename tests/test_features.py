@@ -95,6 +95,14 @@ def test_feature_cache_round_trip(backbone: Backbone, sae_dir: Path, tmp_path: P
     assert calls == [3, 1]
     np.testing.assert_array_equal(again.sparse.toarray()[::-1][:3], first.sparse.toarray())
     np.testing.assert_array_equal(again.dense[::-1][:3], first.dense)
+    # A fresh cache object reads both shards from disk; repeated and interleaved texts come back in order.
+    mixed = [PROMPTS[3], PROMPTS[0], PROMPTS[3], PROMPTS[2]]
+    disk = FeatureCache(tmp_path, ["tiny", encoder.fingerprint]).get_or_compute(mixed, compute)
+    assert calls == [3, 1]
+    direct = extract_features(backbone, encoder, mixed)
+    np.testing.assert_allclose(disk.sparse.toarray(), direct.sparse.toarray(), atol=1e-5)
+    np.testing.assert_allclose(disk.dense, direct.dense, atol=1e-5)
+    np.testing.assert_array_equal(disk.n_tokens, direct.n_tokens)
 
 
 def test_routesae_encoder_loads_and_extracts(backbone: Backbone, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.default_router_report import section
 from router_models.assets import cache_root
 from router_models.cli import main
 
@@ -85,6 +86,8 @@ def test_train_writes_a_loadable_router_with_same_run_baselines(
     best = max(v["auc"] for k, v in routers.items() if "oracle" not in k and not k.startswith("sae-router"))
     selected = next(v["auc"] for k, v in routers.items() if k.startswith("sae-router"))
     assert vs["delta"] == pytest.approx(selected - best)
+    text = section(manifest)  # benchmarks/RESULTS.md's default-router section reads this same layout
+    assert "Cross-validated AUC on train" in text and f"Δ auc {vs['delta']:+.3f}" in text
     router = load_router(out, load_backbone=False)
     assert router.models == ("cheap", "strong")
     capsys.readouterr()
