@@ -1,9 +1,10 @@
-"""The trained router (SAE features, scorer selected on validation) vs baselines, on every shared dataset.
+"""The trained router (SAE features, scorer selected by cross-validation on train) vs baselines, per dataset.
 
-    python -m benchmarks.quality_table --sae artifacts/sae/smollm2-l15 --max-train 400 --max-test 200
+    python -m benchmarks.quality_table --sae artifacts/sae/smollm2-l15 --max-train 1000 --max-test 400
 
-For each dataset, ``sae-router train``'s pipeline runs on a stable-hash subsample: candidates are fitted on
-train, the winner is picked by validation AUC, calibrated, and scored on test next to kNN, dense probe,
+For each dataset, ``sae-router train``'s pipeline runs on a stable-hash subsample: candidates are cross-fitted
+on train (5 folds), the winner (a candidate or a greedy ensemble of them) is picked by cross-validated AUC,
+calibrated, and scored on test next to kNN, dense probe,
 UniRoute clusters, SAE probe, SAE kNN and the task oracle, all fitted in the same run on the same
 features (and using the same cost predictions). The router's row gives its test AUC minus the best
 deployable baseline's with a paired bootstrap 95% interval over test prompts (200 resamples); "within
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--sae", default="artifacts/sae/smollm2-l15")
-    p.add_argument("--max-train", type=int, default=400)
-    p.add_argument("--max-test", type=int, default=200)
+    p.add_argument("--max-train", type=int, default=1000)
+    p.add_argument("--max-test", type=int, default=400)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)

@@ -226,7 +226,8 @@ class FeatureCache:
                 arrays["recon"].astype(np.float32),
                 arrays["n_tokens"].astype(np.int64),
             )
-            where |= {bytes(h): (len(shards), i) for i, h in enumerate(arrays["hashes"])}
+            # numpy's "S32" drops trailing NUL bytes on read: pad back to the 32-byte digest.
+            where |= {bytes(h).ljust(32, b"\0"): (len(shards), i) for i, h in enumerate(arrays["hashes"])}
             shards.append(feats)
         return shards, where
 

@@ -21,6 +21,7 @@ PROMPTS = [
     "Translate 'good morning' into French.",
 ]
 LAYER = 2
+NUL_ENDING = "prompt 33"  # its sha256 digest ends in 0x00
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +104,28 @@ def test_feature_cache_round_trip(backbone: Backbone, sae_dir: Path, tmp_path: P
     np.testing.assert_allclose(disk.sparse.toarray(), direct.sparse.toarray(), atol=1e-5)
     np.testing.assert_allclose(disk.dense, direct.dense, atol=1e-5)
     np.testing.assert_array_equal(disk.n_tokens, direct.n_tokens)
+
+
+def test_feature_cache_finds_a_text_whose_digest_ends_in_a_nul_byte(tmp_path: Path) -> None:
+    import hashlib
+
+    import scipy.sparse as sp
+
+    from router_models.features import PromptFeatures
+
+    texts = ["prompt 0", NUL_ENDING]
+    assert hashlib.sha256(NUL_ENDING.encode()).digest()[-1] == 0
+    calls: list[list[str]] = []
+
+    def compute(batch: list[str]) -> PromptFeatures:
+        calls.append(batch)
+        rows = np.array([[len(t), 1.0] for t in batch], dtype=np.float32)
+        return PromptFeatures(sp.csr_matrix(rows), rows.copy(), np.zeros(len(batch), np.float32), np.ones(len(batch)))
+
+    FeatureCache(tmp_path, ["k"]).get_or_compute(texts, compute)
+    again = FeatureCache(tmp_path, ["k"]).get_or_compute(texts[::-1], compute)
+    assert calls == [texts]  # the second call is served from disk, the NUL-ending digest included
+    np.testing.assert_array_equal(again.dense[:, 0], [len(NUL_ENDING), len("prompt 0")])
 
 
 def test_routesae_encoder_loads_and_extracts(backbone: Backbone, tmp_path: Path) -> None:
