@@ -47,7 +47,14 @@ from router_models.costs import CostModel, ModelPrice
 from router_models.engine import Constraints, Decision, PromptScores, decide
 from router_models.evaluate import evaluate_router
 from router_models.explain import explain_pair
-from router_models.scorers import ClusterScorer, ProbeScorer, blend_part_tags, scorer_from_state, scorer_state
+from router_models.scorers import (
+    BlendScorer,
+    ClusterScorer,
+    ProbeScorer,
+    blend_part_tags,
+    scorer_from_state,
+    scorer_state,
+)
 
 if TYPE_CHECKING:
     from router_models.backbone import Backbone, BackboneConfig
@@ -257,16 +264,30 @@ class TrainedRouter:
 
     def predict(self, feats: PromptFeatures, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated quality [n, m] and expected cost [n, m] of every model."""
-        views = self.feature_views(feats)
-        x = views if self.scorer_features == "all" else views[self.scorer_features]
-        raw = np.asarray(self.scorer.predict_quality(x))[:, : self.n_base]
+        q, c, _ = self._predict(self.feature_views(feats), texts)
+        return q, c
+
+    def _predict(
+        self, views: Mapping[str, Any], texts: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str, float, np.ndarray]]]:
+        """(calibrated quality, expected cost, the ensemble's parts as (name, features, weight, raw quality
+        [n, n_base]); empty unless the served scorer is an ensemble)."""
+        parts: list[tuple[str, str, float, np.ndarray]] = []
+        if isinstance(self.scorer, BlendScorer):
+            s = self.scorer
+            for part, kind, w in zip(s.parts, s.kinds, s.weights, strict=True):
+                parts.append((part.name, kind, w, np.asarray(part.predict_quality(views[kind]))[:, : self.n_base]))
+            raw = sum((w * q for _, _, w, q in parts), np.zeros(()))
+        else:
+            x = views if self.scorer_features == "all" else views[self.scorer_features]
+            raw = np.asarray(self.scorer.predict_quality(x))[:, : self.n_base]
         if self.onboarded:
             extra = self._onboarded_quality(views)
             raw = np.hstack([raw, extra])
         groups = None
         if self.cost_groups and self.clusters is not None:
             groups = self.clusters.assign(views[self.cluster_features])
-        return self.calibrator.apply(raw), self.costs.predict(texts, groups)
+        return self.calibrator.apply(raw), self.costs.predict(texts, groups), parts
 
     def _onboarded_quality(self, views: Mapping[str, Any]) -> np.ndarray:
         q_probe = self.probe.predict_quality(views["sae"]) if self.probe is not None else None
@@ -280,7 +301,7 @@ class TrainedRouter:
 
     def scores_from_features(self, feats: PromptFeatures, texts: Sequence[str]) -> list[PromptScores]:
         """One PromptScores per prompt; ``features`` is the pooled SAE row (dense float32) for explanations."""
-        q, c = self.predict(feats, texts)
+        q, c, parts = self._predict(self.feature_views(feats), texts)
         nearest: list[list[list[float]]] = [[] for _ in texts]
         if self.clusters is not None:
             w = self.clusters.weights(self.feature_views(feats)[self.cluster_features])
@@ -296,6 +317,7 @@ class TrainedRouter:
                     "recon_error": float(feats.recon_error[i]),
                     "n_tokens": int(feats.n_tokens[i]),
                     **({"clusters": nearest[i]} if nearest[i] else {}),
+                    **({"ensemble": [[n, k, w, pq[i].tolist()] for n, k, w, pq in parts]} if parts else {}),
                 },
             )
             for i in range(len(texts))

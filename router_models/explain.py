@@ -16,7 +16,9 @@ so contribution_f = x̃_f (w_chosen,f − w_runner,f). We list the largest |cont
 one sum, so the listed numbers add up to the logit difference. A feature that is *absent* (x_f = 0) can still
 contribute through −μ_f/σ_f: not firing where it usually fires is evidence too. The probe explains its own
 (uncalibrated) logits; the served quality is calibrated, which is monotone per model, so the direction agrees.
-For a cluster router the nearest clusters and both models' per-cluster mean scores are the explanation.
+For a cluster router the nearest clusters and both models' per-cluster mean scores are the explanation. For
+an ensemble, each part's prediction for the two models and its weight show which view (SAE probe, kNN,
+clusters) carried the decision.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import scipy.sparse as sp
 from router_models.engine import PromptScores, lambda_interval
 from router_models.scorers import ClusterScorer, ProbeScorer
 
-__all__ = ["Contributions", "cluster_summary", "explain_pair", "probe_contributions"]
+__all__ = ["Contributions", "cluster_summary", "ensemble_summary", "explain_pair", "probe_contributions"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,19 @@ def cluster_summary(
     ]
 
 
+def ensemble_summary(
+    parts: Sequence[Sequence[Any]], models: Sequence[str], chosen: int, runner: int | None
+) -> list[dict[str, Any]]:
+    """Per ensemble part (name, feature kind, weight, its raw quality per base model): what it predicts for
+    the two models. The served quality is the calibrated weighted sum of these."""
+    shown = [chosen] if runner is None else [chosen, runner]
+    out = []
+    for name, kind, weight, quality in parts:
+        q = {models[j]: float(quality[j]) for j in shown if j < len(quality)}  # onboarded models: not in parts
+        out.append({"part": name, "features": kind, "weight": float(weight), "quality": q})
+    return out
+
+
 def explain_pair(
     models: Sequence[str],
     scores: PromptScores,
@@ -161,6 +176,9 @@ def explain_pair(
     if probe is not None and scores.features is not None:
         x = np.asarray(scores.features, dtype=np.float64).ravel()
         out["probe"] = _top_features(probe_contributions(probe, x, i, r), x, labels, d_sae, pooling, top_n)
+    parts = scores.extras.get("ensemble")
+    if parts:
+        out["ensemble"] = ensemble_summary(parts, models, i, r)
     nearest = scores.extras.get("clusters")
     if clusters is not None and nearest:
         out["clusters"] = cluster_summary(clusters, [(int(k), float(w)) for k, w in nearest], models, i, r)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +12,10 @@ import scipy.sparse as sp
 from router_fakes import MODELS, PRICES, fast_candidates, featurizer, make_routing, one_blas_thread
 
 from router_models.artifact import FeatureSpec, TrainedRouter
+from router_models.calibration import Calibrator
 from router_models.engine import PromptScores, lambda_interval
 from router_models.explain import explain_pair, probe_contributions
-from router_models.scorers import ProbeScorer
+from router_models.scorers import BlendScorer, ProbeScorer
 from router_models.selection import fit_router
 
 LABELS = {
@@ -93,6 +96,25 @@ def test_explanation_reports_both_models_margins_and_lambda_range(fitted: tuple[
     q, c = np.array(list(d.quality.values())), np.array(list(d.cost.values()))
     assert list(d.lambda_interval) == list(lambda_interval(q, c, router.models.index(d.model), np.ones(4, bool)))
     assert ex["clusters"] and set(ex["clusters"][0]["mean_score"]) == {d.model, runner}
+
+
+def test_an_ensemble_explains_each_part_and_the_parts_sum_to_the_served_quality(
+    fitted: tuple[TrainedRouter, list[str]],
+) -> None:
+    router, texts = fitted
+    assert router.probe is not None and router.clusters is not None
+    blend = BlendScorer((copy.deepcopy(router.probe), copy.deepcopy(router.clusters)), ("sae", "dense"), (3, 1))
+    identity = Calibrator.identity(4)
+    ens = replace(router, scorer=blend, scorer_name="ensemble", scorer_features="all", calibrator=identity)
+    d = ens.decide(texts[1], "balanced", explain=True)
+    ex = d.explanation
+    assert ex is not None and ex["scorer"] == "ensemble" and "SAE probe" in ex["note"]
+    parts = {p["part"]: p for p in ex["ensemble"]}
+    assert parts["probe"]["features"] == "sae" and parts["probe"]["weight"] == 0.75
+    assert parts["cluster"]["features"] == "dense" and parts["cluster"]["weight"] == 0.25
+    for model in (d.model, d.ranking[1]):
+        mixed = sum(p["weight"] * p["quality"][model] for p in ex["ensemble"])
+        assert mixed == pytest.approx(d.quality[model], abs=1e-12)
 
 
 def test_explain_without_runner_up_or_probe() -> None:
