@@ -54,6 +54,7 @@ from router_models.scorers import (
     blend_part_tags,
     scorer_from_state,
     scorer_state,
+    weighted_sum,
 )
 
 if TYPE_CHECKING:
@@ -275,9 +276,9 @@ class TrainedRouter:
         parts: list[tuple[str, str, float, np.ndarray]] = []
         if isinstance(self.scorer, BlendScorer):
             s = self.scorer
-            for part, kind, w in zip(s.parts, s.kinds, s.weights, strict=True):
-                parts.append((part.name, kind, w, np.asarray(part.predict_quality(views[kind]))[:, : self.n_base]))
-            raw = sum((w * q for _, _, w, q in parts), np.zeros(()))
+            preds = [np.asarray(q)[:, : self.n_base] for q in s.predict_parts(views)]
+            parts = [(p.name, k, w, q) for p, k, w, q in zip(s.parts, s.kinds, s.weights, preds, strict=True)]
+            raw = weighted_sum(s.weights, preds)
         else:
             x = views if self.scorer_features == "all" else views[self.scorer_features]
             raw = np.asarray(self.scorer.predict_quality(x))[:, : self.n_base]

@@ -421,15 +421,12 @@ def validation_split(ds: RoutingDataset, fraction: float = 0.2, seed: int = 0) -
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    outside = sorted(set(ds.splits[ds.splits != "train"]))
-    if outside:
-        raise DatasetError(f"{ds.name}: column 'split': validation_split needs train rows only, found {outside}")
+    order = _hash_order(ds, seed, "validation_split")
     if ds.n_prompts < 2:
         raise DatasetError(f"{ds.name}: validation_split needs at least 2 prompts, got {ds.n_prompts}")
-    keys = np.array([_rank_key(seed, pid) for pid in ds.prompt_ids], dtype=np.uint64)
     n_val = min(max(round(fraction * ds.n_prompts), 1), ds.n_prompts - 1)
     val = np.zeros(ds.n_prompts, dtype=bool)
-    val[np.argsort(keys, kind="stable")[:n_val]] = True
+    val[order[:n_val]] = True
     return ~val, val
 
 
@@ -439,15 +436,21 @@ def cv_folds(ds: RoutingDataset, k: int = 5, seed: int = 0) -> np.ndarray:
     Prompts are ranked by sha256(seed, prompt_id) (as in :func:`validation_split`) and dealt round-robin, so
     the folds do not depend on row order or numpy's RNG.
     """
-    outside = sorted(set(ds.splits[ds.splits != "train"]))
-    if outside:
-        raise DatasetError(f"{ds.name}: column 'split': cv_folds needs train rows only, found {outside}")
+    order = _hash_order(ds, seed, "cv_folds")
     if not 2 <= k <= ds.n_prompts:
         raise DatasetError(f"{ds.name}: cv_folds needs 2 ≤ k ≤ {ds.n_prompts} prompts, got k={k}")
-    keys = np.array([_rank_key(seed, pid) for pid in ds.prompt_ids], dtype=np.uint64)
     folds = np.empty(ds.n_prompts, dtype=np.int64)
-    folds[np.argsort(keys, kind="stable")] = np.arange(ds.n_prompts) % k
+    folds[order] = np.arange(ds.n_prompts) % k
     return folds
+
+
+def _hash_order(ds: RoutingDataset, seed: int, caller: str) -> np.ndarray:
+    """Row indices of a train-only dataset sorted by sha256(seed, prompt_id): a row-order-free permutation."""
+    outside = sorted(set(ds.splits[ds.splits != "train"]))
+    if outside:
+        raise DatasetError(f"{ds.name}: column 'split': {caller} needs train rows only, found {outside}")
+    keys = np.array([_rank_key(seed, pid) for pid in ds.prompt_ids], dtype=np.uint64)
+    return np.argsort(keys, kind="stable")
 
 
 def _rank_key(seed: int, prompt_id: str) -> int:

@@ -35,7 +35,7 @@ safetensors plus JSON, never pickle.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,6 +56,7 @@ __all__ = [
     "mean_cost",
     "scorer_from_state",
     "scorer_state",
+    "weighted_sum",
 ]
 
 
@@ -491,9 +492,17 @@ class BlendScorer:
             part.fit(X[kind], scores, val)
         return self
 
+    def predict_parts(self, X: Mapping[str, Any]) -> list[np.ndarray]:
+        """Every part's predicted quality [n, m], in part order."""
+        return [p.predict_quality(X[k]) for p, k in zip(self.parts, self.kinds, strict=True)]
+
     def predict_quality(self, X: Mapping[str, Any]) -> np.ndarray:
-        preds = (p.predict_quality(X[k]) for p, k in zip(self.parts, self.kinds, strict=True))
-        return sum((w * q for w, q in zip(self.weights, preds, strict=True)), np.zeros(()))
+        return weighted_sum(self.weights, self.predict_parts(X))
+
+
+def weighted_sum(weights: Sequence[float], preds: Sequence[np.ndarray]) -> np.ndarray:
+    """Σ wᵢ · predsᵢ (a blend's prediction from its parts' predictions)."""
+    return np.asarray(sum((w * q for w, q in zip(weights, preds, strict=True)), np.zeros(())))
 
 
 # ------------------------------------------------------------------------------------------------ oracle

@@ -43,7 +43,16 @@ from router_models.artifact import FeatureSpec, Featurize, TrainedRouter
 from router_models.calibration import DEFAULT_PRESETS, Calibrator, Method, PresetTarget, ece, fit_presets
 from router_models.costs import CostModel, ModelPrice
 from router_models.evaluate import curve_metrics, reference_points, sweep
-from router_models.scorers import BlendScorer, ClusterScorer, KNNScorer, ProbeScorer, Scorer, brier, holdout_mask
+from router_models.scorers import (
+    BlendScorer,
+    ClusterScorer,
+    KNNScorer,
+    ProbeScorer,
+    Scorer,
+    brier,
+    holdout_mask,
+    weighted_sum,
+)
 
 if TYPE_CHECKING:
     from router_models.data import RoutingDataset
@@ -184,7 +193,7 @@ def select_scorer(
         if len(counts) >= 2:
             names = sorted(counts, key=lambda k: (-counts[k], k))
             weights = tuple(counts[k] / sum(counts.values()) for k in names)
-            q = sum((w * preds[k] for w, k in zip(weights, names, strict=True)), np.zeros(()))
+            q = weighted_sum(weights, [preds[k] for k in names])
             parts = [cands[k] for k in names]
             kinds = tuple(c.features for c in parts)
 
