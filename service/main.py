@@ -22,8 +22,8 @@ from router_models.engine import RoutingEngine
 from service.api.main import api_router
 from service.core.config import Settings
 from service.core.errors import ConfigError, install_error_handlers
-from service.core.logging import configure_logging
 from service.core.middleware import GatewayMiddleware
+from service.core.server import serve_app
 from service.gateway import Gateway
 
 __all__ = ["create_app", "serve"]
@@ -55,14 +55,4 @@ def create_app(settings: Settings, engine: RoutingEngine | None = None) -> FastA
 
 def serve(settings: Settings) -> None:
     """Run the gateway with uvicorn on ``settings.host:settings.port`` (blocks). JSON logs on stderr."""
-    import uvicorn
-
-    configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,  # one JSON line per request comes from GatewayMiddleware
-        timeout_graceful_shutdown=30,
-    )
+    serve_app(lambda: create_app(settings), settings.host, settings.port, settings.log_level, graceful_shutdown_s=30)

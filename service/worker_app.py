@@ -28,9 +28,9 @@ from router_models.engine import RoutingEngine
 from service.core.body import json_model
 from service.core.config import Settings
 from service.core.errors import ConfigError, InvalidRequest, NotReady, install_error_handlers
-from service.core.logging import configure_logging
 from service.core.metrics import CONTENT_TYPE_LATEST, Metrics
 from service.core.middleware import GatewayMiddleware
+from service.core.server import serve_app
 from service.models import (
     ExplainCreate,
     ScoreCreate,
@@ -135,13 +135,4 @@ def create_worker_app(settings: Settings, engine: RoutingEngine | None = None) -
 
 def serve_worker(settings: Settings) -> None:
     """Run the feature worker with uvicorn on ``settings.worker_host:settings.worker_port`` (blocks)."""
-    import uvicorn
-
-    configure_logging(settings.log_level)
-    uvicorn.run(
-        create_worker_app(settings),
-        host=settings.worker_host,
-        port=settings.worker_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve_app(lambda: create_worker_app(settings), settings.worker_host, settings.worker_port, settings.log_level)

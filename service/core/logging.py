@@ -1,6 +1,6 @@
 """JSON logs: one object per line, carrying the current request id.
 
-``configure_logging(level)`` installs the formatter on the root logger; ``serve`` calls it, ``create_app``
+``configure_logging(level)`` installs the formatter on the root logger; ``serve_app`` calls it, ``create_app``
 does not (importing or building an app leaves global logging alone). The request id of the request being
 handled lives in a context variable set by :mod:`service.core.middleware`, so every log line written while
 serving it carries the id. Extra fields: pass ``extra={"fields": {...}}``.
