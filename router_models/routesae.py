@@ -39,7 +39,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from router_models.sae import iter_batches, load_sae, lr_lambda, resolve_steps, save_sae, to_inference_sae
+from router_models.sae import (
+    TopKTrainBase,
+    iter_batches,
+    load_sae,
+    lr_lambda,
+    resolve_steps,
+    save_sae,
+    to_inference_sae,
+)
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -82,51 +90,23 @@ class RouteSAEOutput(NamedTuple):
     reconstruction: torch.Tensor  # [batch, d], x̂ of x_route (eq. 11)
 
 
-@dataclass
-class RouteSAEConfig:
-    """How to build and train a RouteSAE (defaults after RouteSAE §4)."""
+@dataclass(kw_only=True)
+class RouteSAEConfig(TopKTrainBase):
+    """How to build and train a RouteSAE (defaults after RouteSAE §4); ``d_in`` is each layer's width, and
+    the shared fields (learning rate, schedule, steps, dead latents, seed, device) are :class:`TopKTrainBase`'s."""
 
-    d_in: int
-    """Width of each layer's activations (the backbone's hidden size)."""
     layers: list[int]
     """Backbone layers routed over, in the order of the ``L`` axis of the input (see default_routed_layers)."""
-    d_sae: int | None = None
-    """Latents of the shared SAE; ``None`` means ``expansion_factor * d_in``."""
-    expansion_factor: int = 8
-    """Latents per input dimension, used when ``d_sae`` is ``None``."""
     k: int = 64
     """Active latents per token (the paper's sparsity constraint of 64)."""
+    aux_k_coef: float = 0.0
+    """Weight of Gao et al.'s AuxK dead-latent loss; 0 as in the paper, 1/32 as in Gao et al."""
     routing: Routing = "hard"
     """``hard``: the top layer scaled by its probability (eq. 8–9); ``soft``: Σ_i p_i x_i (appendix C)."""
     normalize: Normalize = "layer_norm"
     """Standardize each layer's activation per token before routing (the authors' ``pre_process``)."""
-    lr: float = 5e-4
-    """Peak Adam learning rate (RouteSAE §4)."""
-    batch_size: int = 4096
-    """Tokens per step. A tensor buffer is cut to it; an iterable keeps its own (set this to match)."""
-    total_steps: int | None = None
-    """Optimizer steps. ``None``: ``ceil(n_tokens / batch_size)``, else one pass over a tensor buffer."""
-    n_tokens: int | None = None
-    """Training tokens; gives ``total_steps = ceil(n_tokens / batch_size)`` when that is ``None``."""
-    warmup_frac: float = 0.05
-    """Fraction of steps with linear LR warm-up (5%)."""
-    decay_frac: float = 0.2
-    """Fraction of final steps with linear LR decay to 0 (20%; the 75% between is constant)."""
     renorm_every: int = 10
     """Renormalize decoder directions to unit norm every this many steps (RouteSAE §4: 10)."""
-    aux_k_coef: float = 0.0
-    """Weight of Gao et al.'s AuxK dead-latent loss; 0 as in the paper, 1/32 as in Gao et al."""
-    dead_tokens: int = 10_000_000
-    """A latent that has not fired for this many training tokens counts as dead (for AuxK and the log)."""
-    seed: int = 0
-    """Seeds the weight init and the shuffling of a tensor buffer."""
-    device: str = "cpu"
-    """Device for training and for the returned model."""
-
-    @property
-    def n_latents(self) -> int:
-        """``d_sae``, resolved from the expansion factor when unset."""
-        return self.d_sae if self.d_sae is not None else self.expansion_factor * self.d_in
 
 
 class RouteSAE(nn.Module):

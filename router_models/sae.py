@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ReconstructFn",
     "SAETrainConfig",
+    "TopKTrainBase",
     "downstream_kl",
     "evaluate_sae",
     "iter_batches",
@@ -57,9 +58,10 @@ ReconstructFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps hidden states ``[..., d_model]`` to their reconstruction ``[..., d_model]`` (an SAE is one)."""
 
 
-@dataclass
-class SAETrainConfig:
-    """How to train a TopK SAE on one layer (defaults after Gao et al. 2024 and RouteSAE §4)."""
+@dataclass(kw_only=True)
+class TopKTrainBase:
+    """What every TopK-SAE trainer here takes (the single-layer SAE and the RouteSAE); defaults after Gao et
+    al. 2024 and RouteSAE §4. Subclasses add their own fields and may change a default."""
 
     d_in: int
     """Width of the activations (the backbone's hidden size)."""
@@ -80,19 +82,15 @@ class SAETrainConfig:
     warmup_frac: float = 0.05
     """Fraction of steps with linear LR warm-up (RouteSAE §4: 5%)."""
     decay_frac: float = 0.2
-    """Fraction of final steps with linear LR decay to 0 (RouteSAE §4: 20%)."""
+    """Fraction of final steps with linear LR decay to 0 (RouteSAE §4: 20%; the 75% between is constant)."""
     aux_k_coef: float = 1 / 32
     """Weight α of the AuxK dead-latent loss (Gao §A.2: 1/32); 0 turns it off."""
     dead_tokens: int = 10_000_000
     """A latent that has not fired for this many training tokens counts as dead (Gao §A.2: 10M)."""
-    normalize_activations: bool = True
-    """Scale inputs by one constant so that E[||x||²] = d_in (Gao §A.1); folded into the saved weights."""
-    n_norm_tokens: int = 65_536
-    """Tokens used to estimate that scale (and the initial decoder bias)."""
     seed: int = 0
     """Seeds the weight init and the shuffling of a tensor buffer."""
     device: str = "cpu"
-    """Device for training and for the returned SAE."""
+    """Device for training and for the returned model."""
 
     @property
     def n_latents(self) -> int:
@@ -102,6 +100,16 @@ class SAETrainConfig:
     def dead_window_steps(self, batch_size: int) -> int:
         """``dead_tokens`` in optimizer steps of ``batch_size`` tokens (sae-lens counts steps)."""
         return max(1, math.ceil(self.dead_tokens / batch_size))
+
+
+@dataclass(kw_only=True)
+class SAETrainConfig(TopKTrainBase):
+    """How to train a TopK SAE on one layer."""
+
+    normalize_activations: bool = True
+    """Scale inputs by one constant so that E[||x||²] = d_in (Gao §A.1); folded into the saved weights."""
+    n_norm_tokens: int = 65_536
+    """Tokens used to estimate that scale (and the initial decoder bias)."""
 
 
 def lr_lambda(step: int, total: int, warmup: float = 0.05, decay: float = 0.2) -> float:
