@@ -54,10 +54,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         from router_models.train_router import evaluate_artifact
 
         report = evaluate_artifact(args.artifact, args.data, args.max_test, progress=not args.no_progress)
-        paths = write_report(report, args.out)
-        print(paths["md"].read_text())
-        print(f"wrote {', '.join(str(p) for p in paths.values())}")
-        return 0
+        return _print_report(write_report(report, args.out))
 
     cfg = EvalConfig(
         backbone=args.backbone,
@@ -72,7 +69,11 @@ def _run_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]
-    paths = run_eval(args.data, routers, args.out, cfg)
+    return _print_report(run_eval(args.data, routers, args.out, cfg))
+
+
+def _print_report(paths: dict[str, Path]) -> int:
+    """Print the written report.md and where the report files went; the command's exit status (0)."""
     print(paths["md"].read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
