@@ -138,3 +138,16 @@ def one_blas_thread() -> Iterator[None]:
 
     with threadpool_limits(1):
         yield
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny tensors: OpenMP start-up per op costs more than the math on a busy 2-core box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from router_fakes import one_torch_thread
 
 from router_models.routesae import (
     RouteSAE,
@@ -28,11 +29,8 @@ D, D_SAE, K, LAYERS = 16, 64, 4, [3, 4, 5]
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    """Tiny tensors: OpenMP start-up per op costs more than the math on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def layered_data(n: int = 2048, seed: int = 0) -> torch.Tensor:

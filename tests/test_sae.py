@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from router_fakes import one_torch_thread
 
 from router_models.sae import (
     SAETrainConfig,
@@ -30,11 +31,8 @@ D_IN, D_SAE, K = 16, 64, 4
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    """Tiny tensors: OpenMP start-up per op costs more than the math on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def sparse_data(n: int = 4096, scale: float = 40.0, seed: int = 0) -> torch.Tensor:
