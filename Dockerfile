@@ -4,8 +4,9 @@
 #   docker build -t sae-router:latest .
 #   docker run --rm -p 127.0.0.1:8080:8080 -e OPENROUTER_API_KEY sae-router:latest   # config.default.yaml: no client keys
 #
-# torch comes from TORCH_INDEX_URL (CPU wheels by default; constraints.txt pins the version). For a CUDA
-# feature worker: --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (see deploy/README.md).
+# Installs exactly requirements/lock.txt (hash-checked); torch comes from TORCH_INDEX_URL (CPU wheels by
+# default, requirements/torch-cpu.txt pins the build). For a CUDA feature worker:
+# --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (see deploy/README.md).
 FROM python:3.11-slim
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -21,10 +22,13 @@ WORKDIR /app
 
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/app app
 
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml README.md ./
+COPY requirements ./requirements
 COPY router_models ./router_models
 COPY service ./service
-RUN pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt . \
+RUN pip install --no-deps --require-hashes --extra-index-url "${TORCH_INDEX_URL}" -r requirements/torch-cpu.txt \
+    && pip install --no-deps --require-hashes -r requirements/lock.txt \
+    && pip install --no-deps --no-build-isolation . \
     && python -m router_models.assets --quiet \
     && chown -R app:app "${SAE_ROUTER_CACHE}"
 

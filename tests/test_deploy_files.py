@@ -224,7 +224,7 @@ def test_dockerfile_copies_the_router_and_runs_as_non_root() -> None:
     copies = [line.split()[1:] for line in lines if line.startswith("COPY ")]
     sources = {src for args in copies for src in args[:-1]}
     assert {"router_models", "service", "artifacts/default-router", "deploy", "pyproject.toml"} <= sources
-    assert {"constraints.txt", "README.md"} <= sources
+    assert {"requirements", "README.md"} <= sources
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
     assert 'ENTRYPOINT ["sae-router"]' in lines
