@@ -653,7 +653,8 @@ def _check_versions(saved: Mapping[str, Any], path: Path) -> None:
     diff = [f"{k} {saved.get(k)} → {now[k]}" for k in FEATURE_LIBRARIES if saved.get(k) != now[k]]
     if diff:
         warnings.warn(
-            f"{path}: saved with other library versions ({', '.join(diff)}); features may differ slightly",
+            f"{path}: saved with other library versions ({', '.join(diff)}); features may differ: check it with "
+            f"`sae-router verify --artifact {path}`",
             ArtifactWarning,
             stacklevel=3,
         )

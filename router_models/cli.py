@@ -220,6 +220,19 @@ def _add_router_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--default", default="balanced", help="preset used when a request names none")
     p.add_argument("--max-prompts", type=int, default=1000, help="train prompts used (stable hash)")
 
+    p = sub.add_parser(
+        "verify",
+        help="re-check a trained router under the installed libraries (its recorded check.json)",
+        description="Recomputes the router's predictions and decisions on the prompts recorded in its check.json "
+        "and compares them with what the libraries that built it produced; exit status 1 when they drifted past "
+        "the tolerance. Run it after any upgrade of torch, transformers or sae-lens. --record writes check.json "
+        "instead (from --data's test split plus a few prompts of other kinds).",
+    )
+    p.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT, help="router directory (default: bundled)")
+    p.add_argument("--record", action="store_true", help="write check.json from the installed libraries")
+    p.add_argument("--data", default=None, help="with --record: dataset whose test prompts are recorded")
+    p.add_argument("--n", type=int, default=32, help="with --record: test prompts recorded")
+
     p = sub.add_parser("onboard", help="add a model to a trained router from its results on a few hundred prompts")
     p.add_argument("--artifact", type=Path, required=True, help="router directory")
     p.add_argument("--model", required=True, help="name of the new model")
@@ -247,6 +260,10 @@ def _run_train(args: argparse.Namespace) -> int:
     from router_models.report import markdown_table, write_report
 
     write_report(report, Path(args.out) / "report")
+    from router_models.artifact import load_router
+    from router_models.verify import check_prompts, record_check
+
+    record_check(load_router(args.out), args.out, check_prompts(args.data[0]))
     print(markdown_table(report))
     print(f"selected: {report['selected']}; wrote {args.out}")
     return 0
@@ -299,6 +316,30 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from router_models.artifact import load_router
+    from router_models.verify import check_prompts, record_check, verify_router
+
+    router = load_router(args.artifact)
+    if args.record:
+        if args.data is None:
+            raise ValueError("--record needs --data (the dataset whose test prompts are recorded)")
+        print(f"wrote {record_check(router, args.artifact, check_prompts(args.data, args.n))}")
+        return 0
+    result = verify_router(router, args.artifact)
+    print(json.dumps(result.to_json(), indent=2))
+    if not result.ok:
+        print(
+            f"sae-router verify: {args.artifact} drifted under the installed libraries (max |Δquality| "
+            f"{result.max_quality_diff:.4f}, {result.flipped}/{result.decisions} decisions changed): re-run its "
+            "evaluation (`sae-router eval --artifact`) and retrain or re-record (`--record`) before serving it",
+            file=sys.stderr,
+        )
+    return 0 if result.ok else 1
+
+
 def _run_onboard(args: argparse.Namespace) -> int:
     from router_models.artifact import load_router, save_router
     from router_models.costs import ModelPrice
@@ -338,7 +379,13 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train_sae(args)
         if args.command in ("serve", "worker"):
             return _run_serve(args)
-        handlers = {"train": _run_train, "route": _run_route, "calibrate": _run_calibrate, "onboard": _run_onboard}
+        handlers = {
+            "train": _run_train,
+            "route": _run_route,
+            "calibrate": _run_calibrate,
+            "onboard": _run_onboard,
+            "verify": _run_verify,
+        }
         if args.command in handlers:
             return handlers[args.command](args)
     except (DatasetError, ValueError, FileNotFoundError) as exc:

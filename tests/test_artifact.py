@@ -200,3 +200,28 @@ def test_other_bad_directories(trained: Trained, tmp_path: Path) -> None:
     _edit_manifest(path, lambda m: m.update(format_version=1))
     with pytest.raises(ArtifactError, match="no sae/ folder"):
         load_router(path)
+
+
+def test_verify_passes_on_its_own_record_and_names_drift(trained: Trained, tmp_path: Path) -> None:
+    from router_models.verify import Tolerance, record_check, verify_router
+
+    path = _copy(trained, tmp_path)
+    router = load_router(path, featurize=trained.featurize)
+    with pytest.raises(ArtifactError, match="no recorded check"):
+        verify_router(router, path)
+    record_check(router, path, trained.texts[:20])
+    same = verify_router(router, path)
+    assert same.ok and same.max_quality_diff < 1e-6 and same.flipped == 0  # recorded to 6 decimals
+    assert same.decisions == 20 * len(router.presets)
+
+    check = json.loads((path / "check.json").read_text())
+    check["quality"] = (np.asarray(check["quality"]) + 0.05).tolist()  # as if features had moved
+    (path / "check.json").write_text(json.dumps(check))
+    drifted = verify_router(router, path)
+    assert not drifted.ok and drifted.max_quality_diff == pytest.approx(0.05, abs=1e-5)
+    assert verify_router(router, path, Tolerance(quality=0.1)).ok
+
+    name = next(iter(check["decisions"]))
+    check["decisions"][name] = ["not-a-model"] * 20
+    (path / "check.json").write_text(json.dumps(check))
+    assert verify_router(router, path, Tolerance(quality=0.1)).flipped == 20

@@ -103,3 +103,11 @@ def test_cli_eval_artifact_on_a_dataset(tmp_path: Path, capsys: pytest.CaptureFi
     report = json.loads((out / "report.json").read_text())
     assert report["n_test"] <= 60 and "sae-router" in report["routers"]
     assert report["routers"]["sae-router"]["peak_quality"] <= report["reference"]["oracle"]["quality"] + 1e-9
+
+
+def test_verify_reproduces_the_recorded_check(capsys: pytest.CaptureFixture[str]) -> None:
+    """The installed (locked) libraries reproduce the default router's recorded predictions and decisions; an
+    upgrade that moves its features fails here, not silently in production."""
+    assert main(["verify", "--artifact", str(DEFAULT)]) == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["n_prompts"] >= 40 and out["flipped"] == 0
