@@ -96,11 +96,11 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 def _expand(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The float32 tensors and original metadata stored in compact file ``path``."""
     stored, meta = _read(path)
-    layout: dict[str, list[object]] = json.loads(meta[_LAYOUT])
+    layout: dict[str, tuple[str, list[int]]] = json.loads(meta[_LAYOUT])
     tensors = {}
     for name, (kind, shape) in layout.items():
         parts = {k.split("::", 1)[1] if "::" in k else "": v for k, v in stored.items() if k.split("::")[0] == name}
-        tensors[name] = _rebuild(str(kind), parts, list(shape))  # type: ignore[arg-type]
+        tensors[name] = _rebuild(kind, parts, shape)
     return tensors, json.loads(meta[_METADATA])
 
 
