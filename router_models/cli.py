@@ -11,6 +11,26 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+# The extra (pyproject.toml, [project.optional-dependencies]) that installs each module a command may miss:
+# `pip install sae-router[serve]` runs the gateway and the worker, `[train]` the training and evaluation commands.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("sae_lens", "sklearn", "pandas", "pyarrow", "matplotlib"), "train"),
+    **dict.fromkeys(
+        (
+            "fastapi",
+            "starlette",
+            "uvicorn",
+            "pydantic",
+            "pydantic_settings",
+            "yaml",
+            "redis",
+            "httpx",
+            "prometheus_client",
+        ),
+        "serve",
+    ),
+}
+
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     from router_models.harness import ROUTERS, EvalConfig
@@ -176,7 +196,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_router_commands(sub: argparse._SubParsersAction) -> None:
-    from router_models.train_router import DEFAULT_ARTIFACT
+    from router_models.artifact import DEFAULT_ARTIFACT
 
     p = sub.add_parser(
         "train",
@@ -362,37 +382,73 @@ def _run_onboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _install_hint(err: ModuleNotFoundError) -> str | None:
+    """'pip install ...' for the extra that provides the missing module, or None when no extra does."""
+    extra = EXTRA_OF_MODULE.get((err.name or "").split(".")[0])
+    return (
+        None
+        if extra is None
+        else f"the '{extra}' extra is not installed (no module {err.name!r}): " + (f"pip install 'sae-router[{extra}]'")
+    )
+
+
+def _add_unavailable(sub: argparse._SubParsersAction, names: tuple[str, ...], err: ModuleNotFoundError) -> None:
+    """Stand-in parsers for commands whose modules cannot be imported: running one says what to install."""
+    hint = _install_hint(err)
+    if hint is None:
+        raise err
+    for name in names:
+        p = sub.add_parser(name, help=f"unavailable: {hint}", add_help=False)
+        p.set_defaults(missing=err)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sae-router", description="SAE-feature LLM router: evaluate, train, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_eval(sub)
-    _add_train_sae(sub)
-    _add_serve(sub)
-    _add_router_commands(sub)
-    args = parser.parse_args(argv)
-    from router_models.data import DatasetError
+    builders = (
+        (_add_eval, ("eval",)),
+        (_add_train_sae, ("train-sae",)),
+        (_add_serve, ("serve", "worker")),
+        (_add_router_commands, ("train", "route", "calibrate", "onboard", "verify")),
+    )
+    for add, names in builders:
+        try:
+            add(sub)
+        except ModuleNotFoundError as err:  # a builder imports its command's module (defaults, help)
+            _add_unavailable(sub, names, err)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    missing: ModuleNotFoundError | None = getattr(args, "missing", None)
+    if missing is None and unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    handlers = {
+        "eval": _run_eval,
+        "train-sae": _run_train_sae,
+        "serve": _run_serve,
+        "worker": _run_serve,
+        "train": _run_train,
+        "route": _run_route,
+        "calibrate": _run_calibrate,
+        "onboard": _run_onboard,
+        "verify": _run_verify,
+    }
     try:
-        if args.command == "eval":
-            return _run_eval(args)
-        if args.command == "train-sae":
-            return _run_train_sae(args)
-        if args.command in ("serve", "worker"):
-            return _run_serve(args)
-        handlers = {
-            "train": _run_train,
-            "route": _run_route,
-            "calibrate": _run_calibrate,
-            "onboard": _run_onboard,
-            "verify": _run_verify,
-        }
-        if args.command in handlers:
-            return handlers[args.command](args)
-    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        if missing is not None:
+            raise missing
+        return handlers[args.command](args)
+    except ModuleNotFoundError as exc:
+        hint = _install_hint(exc)
+        if hint is None:
+            raise
+        print(f"sae-router {args.command}: {hint}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:  # DatasetError is a ValueError
         print(f"sae-router {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    parser.error(f"unknown command {args.command}")
-    return 2
 
 
 if __name__ == "__main__":

@@ -85,13 +85,13 @@ def make_encoder(path: str | Path, device: str = "cpu") -> SAEEncoder:
         model = load_routesae(path, device=device).eval()
         layers = list(model.layers)
         return SAEEncoder(model, layers, "routesae", layers[len(layers) // 2], _weights_fingerprint(model))
-    from router_models.sae import load_sae
+    from router_models.sae_inference import load_inference_sae
 
     meta_file = path / "sae_router.json"
     if not meta_file.exists():
         raise FileNotFoundError(f"{path}: no sae_router.json (layer metadata) and no routesae.json")
     layer = int(json.loads(meta_file.read_text())["layer"])
-    sae = load_sae(path, device=device)
+    sae = load_inference_sae(path, device=device)
     return SAEEncoder(sae, [layer], "sae", layer, _weights_fingerprint(sae))
 
 

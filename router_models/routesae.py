@@ -42,12 +42,12 @@ from tqdm.auto import tqdm
 from router_models.sae import (
     TopKTrainBase,
     iter_batches,
-    load_sae,
     lr_lambda,
     resolve_steps,
     save_sae,
     to_inference_sae,
 )
+from router_models.sae_inference import load_inference_sae
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -284,7 +284,7 @@ def load_routesae(path: str | Path, device: str = "cpu") -> RouteSAE:
     """Load a directory written by :func:`save_routesae`; raises ``ValueError`` naming any mismatch."""
     path = Path(path)
     manifest = json.loads((path / MANIFEST).read_text())
-    sae = load_sae(path / SAE_DIR, device=device)
+    sae = load_inference_sae(path / SAE_DIR, device=device)
     weight = load_file(str(path / ROUTER_WEIGHTS), device=device)["weight"]
     expected = {
         "sae d_in": (int(sae.cfg.d_in), manifest["d_in"]),

@@ -199,9 +199,6 @@ def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     return router, report
 
 
-DEFAULT_ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "default-router"
-
-
 def artifact_features(router: Any, artifact: str | Path, texts: Sequence[str], progress: bool = True) -> PromptFeatures:
     """Features of ``texts`` as the artifact's manifest defines them (cached)."""
     spec = router.spec

@@ -2,8 +2,11 @@
 # Regenerate the lock files from pyproject.toml and requirements/pins.txt (uv pip compile, with hashes).
 #     bash scripts/lock.sh            # then run `bash scripts/test.sh` and commit requirements/
 # requirements/lock.txt holds every dependency of every extra (serve, train, dev) except torch, whose build
-# (CPU or CUDA) depends on the machine: requirements/torch-cpu.txt pins the CPU wheel. Both are resolved for
-# CPython 3.11 on x86_64 manylinux_2_28, the platform of CI and the images.
+# (CPU or CUDA) depends on the machine: requirements/torch-cpu.txt pins the CPU wheel. requirements/serve.txt
+# is the subset that the core dependencies plus the `serve` extra need (the serving image installs it): the
+# same resolver run for that extra alone, constrained to lock.txt's versions, so it is the same packages at the
+# same versions and hashes, never a second resolution. All are resolved for CPython 3.11 on x86_64
+# manylinux_2_28, the platform of CI and the images.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,10 +19,18 @@ COMMON=(--generate-hashes --python-version 3.11 --python-platform x86_64-manylin
         --index-strategy unsafe-best-match "${TORCH_SOURCE[@]}" -c requirements/pins.txt --quiet --no-header)
 printf 'setuptools\n' > requirements/.build.in
 "$UV" pip compile pyproject.toml requirements/.build.in --all-extras "${COMMON[@]}" -o requirements/.all.txt
-rm -f requirements/.build.in
 # Split torch (one requirement block: the name line, its hash lines and its "# via" comments) into its own file.
-awk -v torch=requirements/torch-cpu.txt -v rest=requirements/lock.txt '
-    /^[^ #]/ { out = ($0 ~ /^torch==/) ? torch : rest }
-    { print > out }' requirements/.all.txt
-rm -f requirements/.all.txt
-echo "wrote requirements/lock.txt ($(grep -c '==' requirements/lock.txt) packages) and requirements/torch-cpu.txt" >&2
+split_torch() {  # split_torch IN TORCH_OUT REST_OUT
+    awk -v torch="$2" -v rest="$3" '
+        /^[^ #]/ { out = ($0 ~ /^torch==/) ? torch : rest }
+        { print > out }' "$1"
+}
+split_torch requirements/.all.txt requirements/torch-cpu.txt requirements/lock.txt
+# The serving subset: core + serve, every version taken from the full lock.
+sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\).*/\1/p' requirements/.all.txt > requirements/.versions.txt
+"$UV" pip compile pyproject.toml requirements/.build.in --extra serve "${COMMON[@]}" -c requirements/.versions.txt \
+    -o requirements/.serve.txt
+split_torch requirements/.serve.txt /dev/null requirements/serve.txt
+rm -f requirements/.all.txt requirements/.serve.txt requirements/.versions.txt requirements/.build.in
+echo "wrote requirements/lock.txt ($(grep -c '==' requirements/lock.txt) packages), requirements/serve.txt" \
+    "($(grep -c '==' requirements/serve.txt)) and requirements/torch-cpu.txt" >&2

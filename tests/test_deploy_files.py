@@ -21,18 +21,23 @@ DEFAULT_ROUTER = ROOT / "artifacts" / "default-router"
 IMAGE_ROOT = "/app/"  # the Dockerfile's WORKDIR
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)  # e.g. OPENROUTER_API_KEY
 
-K8S_KINDS = {
-    "configmap.yaml": ["ConfigMap"],
-    "secret.example.yaml": ["Secret"],
-    "redis.yaml": ["Deployment", "Service"],
-    "worker.yaml": ["Deployment", "Service"],
-    "gateway.yaml": ["Deployment", "Service", "HorizontalPodAutoscaler"],
-}
+OFFICIAL_IMAGES = ("python:3.11-slim", "redis:7-alpine", "prom/prometheus", "nginx")  # issue 12: nothing else
+K8S_VERSION = "1.30.0"  # oldest Kubernetes the manifests must validate against (kubernetes-validate schemas)
 
 
-def _compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+def _compose(name: str = "docker-compose.yml") -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / name).read_text())
     return data
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    """Compose services with the x- anchors merged (yaml.safe_load resolves `<<`)."""
+    services: dict[str, dict[str, Any]] = _compose()["services"]
+    return services
+
+
+def _k8s_files() -> list[Path]:
+    return sorted(K8S.rglob("*.yaml"))
 
 
 def _k8s(name: str) -> list[dict[str, Any]]:
@@ -40,7 +45,8 @@ def _k8s(name: str) -> list[dict[str, Any]]:
 
 
 def _k8s_all() -> list[dict[str, Any]]:
-    return [d for name in sorted(K8S_KINDS) for d in _k8s(name)]
+    """Every object of the base folder (gpu/ holds a replacement of the worker Deployment, not an addition)."""
+    return [d for path in sorted(K8S.glob("*.yaml")) for d in _k8s(path.name)]
 
 
 def _deployment(name: str) -> dict[str, Any]:
@@ -53,11 +59,16 @@ def _container(name: str) -> dict[str, Any]:
     return container
 
 
-def _config_arg(command: list[str]) -> Path:
-    """The --config of a compose command, as a path in this checkout."""
-    path = command[command.index("--config") + 1]
+def _in_checkout(path: str) -> Path:
+    """A path inside the image (/app/...), as a path in this checkout; a compose default (${VAR:-path}) unwrapped."""
+    path = re.sub(r"^\$\{\w+:-(.*)\}$", r"\1", path)
     assert path.startswith(IMAGE_ROOT), path
     return ROOT / path.removeprefix(IMAGE_ROOT)
+
+
+def _config_arg(command: list[str]) -> Path:
+    """The --config of a compose command, as a path in this checkout."""
+    return _in_checkout(command[command.index("--config") + 1])
 
 
 def _configmap_config() -> dict[str, Any]:
@@ -77,54 +88,110 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 # --- docker compose ------------------------------------------------------------------------------------
 
 
-def test_compose_services_dependencies_and_ports() -> None:
-    services = _compose()["services"]
-    assert {"redis", "worker", "gateway"} <= set(services)
-    assert services["redis"]["image"].startswith("redis:7")
-    assert "redis-cli" in services["redis"]["healthcheck"]["test"]
-    gateway = services["gateway"]
-    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert gateway["depends_on"]["worker"]["condition"] == "service_healthy"
-    assert any(str(p).endswith("8080:8080") for p in gateway["ports"])
-    assert gateway["environment"]["SAE_ROUTER_REDIS_URL"].startswith("redis://redis:")
-    assert gateway["environment"]["SAE_ROUTER_WORKER_URL"] == "http://worker:8081"
-    assert gateway["environment"]["OPENROUTER_API_KEY"].startswith("${OPENROUTER_API_KEY:?")  # fail fast, no value
-    for name in ("worker", "gateway"):
-        service = services[name]
-        assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == ROOT / "Dockerfile"
-        assert service["command"][0] == ("serve" if name == "gateway" else "worker")
-        assert _config_arg(service["command"]).is_file()
-        assert any("/readyz" in part for part in service["healthcheck"]["test"])
+def _gateways() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in _services().items() if s.get("command", [None])[0] == "serve"}
 
 
-@pytest.mark.parametrize("name", ["worker", "gateway"])
+def test_compose_uses_only_official_images_or_the_project_image() -> None:
+    for name, service in _services().items():
+        if "build" in service:
+            build = service["build"]
+            assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == ROOT / "Dockerfile"
+        else:
+            assert service["image"].startswith(OFFICIAL_IMAGES), name
+
+
+def test_compose_gateways_share_redis_and_the_worker_and_wait_for_them() -> None:
+    services, gateways = _services(), _gateways()
+    assert len(gateways) >= 2  # replicas, to show what they share
+    (worker,) = [name for name, s in services.items() if s.get("command", [None])[0] == "worker"]
+    for gateway in gateways.values():
+        env = gateway["environment"]
+        redis_host = env["SAE_ROUTER_REDIS_URL"].removeprefix("redis://").split(":")[0]
+        worker_host = env["SAE_ROUTER_WORKER_URL"].removeprefix("http://").split(":")[0]
+        assert (redis_host, worker_host) == ("redis", worker) and redis_host in services
+        needed = {redis_host, worker_host} | {n for n, s in services.items() if "example_upstream" in str(s)}
+        assert all(gateway["depends_on"][n]["condition"] == "service_healthy" for n in needed)
+        assert any("/readyz" in part for part in gateway["healthcheck"]["test"])
+    assert any("/readyz" in part for part in services[worker]["healthcheck"]["test"])
+    assert all("healthcheck" in s for n, s in services.items()), "up --wait needs every service healthy"
+
+
+def test_compose_publishes_on_loopback_only_and_holds_no_secret() -> None:
+    for name, service in _services().items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)  # no client keys required: never public
+        for var, value in service.get("environment", {}).items():
+            if SECRET_NAME.search(var):
+                assert re.fullmatch(r"\$\{\w+:?-?\}", str(value)), (name, var)  # only passed through from the shell
+
+
+@pytest.mark.parametrize("name", ["worker", "gateway-1", "gateway-2"])
 def test_compose_service_settings_are_valid(name: str, clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Each service's config + environment builds Settings (the worker gets no upstream key)."""
-    service = _compose()["services"][name]
+    """Each service's config + environment builds Settings with no provider key set."""
+    service = _services()[name]
     clean_env.setenv("SAE_ROUTER_CONFIG", str(_config_arg(service["command"])))
-    for var, value in service["environment"].items():
-        clean_env.setenv(var, "sk-test" if var == "OPENROUTER_API_KEY" else str(value))
+    for var, value in service.get("environment", {}).items():
+        if not str(value).startswith("${"):
+            clean_env.setenv(var, str(value))
     clean_env.setenv("SAE_ROUTER_ARTIFACT", str(tmp_path))  # the image's artifact is checked by the build
     settings = Settings()
-    if name == "gateway":
+    assert all(b.api_key_env is None for b in settings.backends)  # chat works with no key at all
+    if name.startswith("gateway"):
         assert settings.redis_url is not None and settings.worker_url is not None
-        assert all(settings.backend_api_key(b.name) == "sk-test" for b in settings.backends if b.api_key_env)
+
+
+def test_prometheus_scrapes_every_gateway_and_the_worker() -> None:
+    prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    targets = {t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    services = _services()
+    expected = {f"{name}:8080" for name in _gateways()}
+    expected |= {f"{n}:8081" for n, s in services.items() if s.get("command", [None])[0] == "worker"}
+    assert targets == expected
+    mounts = services["prometheus"]["volumes"]
+    assert any(m.startswith("./prometheus.yml:") for m in mounts)
+
+
+def test_compose_gpu_override_reserves_a_gpu_for_the_worker_only() -> None:
+    override = _compose("docker-compose.gpu.yml")["services"]
+    assert set(override) == {"worker"}
+    (device,) = override["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert "TORCH_CUDA" in override["worker"]["build"]["args"]
+    assert override["worker"]["image"] != _services()["worker"]["image"]  # the CPU image is not overwritten
 
 
 # --- Kubernetes ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(K8S_KINDS))
-def test_k8s_file_parses_with_expected_kinds(name: str) -> None:
-    docs = _k8s(name)
-    assert [d["kind"] for d in docs] == K8S_KINDS[name]
+@pytest.mark.parametrize("path", _k8s_files(), ids=lambda p: str(p.relative_to(K8S)))
+def test_k8s_manifests_validate_against_the_schema(path: Path) -> None:
+    """kubernetes-validate (offline JSON schemas of the API, strict: unknown fields are errors)."""
+    import kubernetes_validate
+
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert docs
     for doc in docs:
-        assert doc["apiVersion"] and doc["metadata"]["name"]
-        assert "namespace" not in doc["metadata"]
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        assert "namespace" not in doc["metadata"]  # kubectl -n picks it
 
 
-def test_k8s_covers_every_file() -> None:
-    assert {p.name for p in K8S.glob("*.yaml")} == set(K8S_KINDS)
+def test_k8s_validator_rejects_a_broken_manifest() -> None:
+    import kubernetes_validate
+
+    (dep,) = [d for d in _k8s("gateway.yaml") if d["kind"] == "Deployment"]
+    dep["spec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Always"  # misspelled field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+
+
+def test_k8s_has_the_parts_the_deployment_needs() -> None:
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in _k8s_all()}
+    for component in ("gateway", "worker", "redis"):
+        assert ("Deployment", f"sae-router-{component}") in kinds and ("Service", f"sae-router-{component}") in kinds
+    for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        assert (kind, "sae-router-gateway") in kinds
+    assert {k for k, _ in kinds} >= {"ConfigMap", "Secret"}
 
 
 def test_k8s_selectors_match_pod_labels() -> None:
@@ -132,15 +199,16 @@ def test_k8s_selectors_match_pod_labels() -> None:
     pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] == "Deployment"]
     for dep in (d for d in docs if d["kind"] == "Deployment"):
         assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
-    for svc in (d for d in docs if d["kind"] == "Service"):
-        matches = [labels for labels in pod_labels if svc["spec"]["selector"].items() <= labels.items()]
-        assert len(matches) == 1, svc["metadata"]["name"]
+    for obj in (d for d in docs if d["kind"] in ("Service", "PodDisruptionBudget")):
+        selector = obj["spec"]["selector"]
+        selector = selector.get("matchLabels", selector)
+        matches = [labels for labels in pod_labels if selector.items() <= labels.items()]
+        assert len(matches) == 1, obj["metadata"]["name"]
 
 
-@pytest.mark.parametrize("name", ["gateway.yaml", "worker.yaml"])
-def test_k8s_probes(name: str) -> None:
+@pytest.mark.parametrize("name", ["gateway.yaml", "worker.yaml", "gpu/worker.yaml"])
+def test_k8s_probes_and_non_root(name: str) -> None:
     container = _container(name)
-    assert container["image"] == "sae-router:latest"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     port_names = {p["name"] for p in container["ports"]}
@@ -148,28 +216,45 @@ def test_k8s_probes(name: str) -> None:
         if probe in container:
             assert container[probe]["httpGet"]["port"] in port_names
     assert container["args"][0] == ("serve" if name == "gateway.yaml" else "worker")
-    assert _deployment(name)["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    pod = _deployment(name)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
 
 
-def test_k8s_gateway_replicas_env_and_autoscaler() -> None:
+def test_k8s_gateway_scales_and_survives_drains() -> None:
+    docs = _k8s("gateway.yaml")
     dep = _deployment("gateway.yaml")
-    assert dep["spec"]["replicas"] == 2
-    container = _container("gateway.yaml")
-    env = {e["name"]: e for e in container["env"]}
-    assert env["SAE_ROUTER_REDIS_URL"]["value"].startswith("redis://sae-router-redis:")
-    assert env["SAE_ROUTER_WORKER_URL"]["value"] == "http://sae-router-worker:8081"
-    assert env["OPENROUTER_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "sae-router-secrets"
-    assert container["resources"]["requests"]["cpu"]
-    (hpa,) = [d for d in _k8s("gateway.yaml") if d["kind"] == "HorizontalPodAutoscaler"]
-    assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
-    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-    assert "# nvidia.com/gpu: 1" in (K8S / "worker.yaml").read_text()
+    (hpa,) = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    (pdb,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", dep["metadata"]["name"])
+    assert hpa["spec"]["minReplicas"] >= 2 and hpa["spec"]["maxReplicas"] >= hpa["spec"]["minReplicas"]
+    assert 1 <= pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]  # a drain can always evict one pod
+    assert _container("gateway.yaml")["resources"]["requests"]["cpu"]  # HPA utilization is relative to it
+    services = {d["metadata"]["name"]: d for d in _k8s_all() if d["kind"] == "Service"}
+    env = {e["name"]: e for e in _container("gateway.yaml")["env"]}
+    for var in ("SAE_ROUTER_REDIS_URL", "SAE_ROUTER_WORKER_URL"):
+        host, port = env[var]["value"].split("://")[1].split("/")[0].split(":")
+        assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}, var
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 0
+
+
+def test_k8s_gpu_worker_replaces_the_cpu_worker_on_a_gpu() -> None:
+    cpu, gpu = _deployment("worker.yaml"), _deployment("gpu/worker.yaml")
+    assert gpu["metadata"] == cpu["metadata"]  # same name and labels: applying it replaces the CPU worker
+    assert gpu["spec"]["template"]["metadata"] == cpu["spec"]["template"]["metadata"]  # the Service finds it
+    assert int(_container("gpu/worker.yaml")["resources"]["limits"]["nvidia.com/gpu"]) == 1
+    assert "nvidia.com/gpu" not in str(cpu)
+    assert _container("gpu/worker.yaml")["image"] != _container("worker.yaml")["image"]  # a CUDA build
 
 
 def test_k8s_has_no_literal_secrets() -> None:
-    (secret,) = _k8s("secret.example.yaml")
-    assert secret["stringData"] == {"OPENROUTER_API_KEY": "REPLACE_ME"}
-    assert "data" not in secret
+    secrets = [d for d in _k8s_all() if d["kind"] == "Secret"]
+    assert secrets
+    for secret in secrets:
+        assert "data" not in secret
+        assert all(not v.startswith("sk-") and len(v) < 20 for v in secret["stringData"].values())  # placeholders
     for doc in _k8s_all():
         if doc["kind"] != "Deployment":
             continue
@@ -180,11 +265,11 @@ def test_k8s_has_no_literal_secrets() -> None:
 
 def test_k8s_config_is_valid_settings(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = _configmap_config()
-    assert config["artifact"] == "/app/artifacts/default-router"
+    assert (_in_checkout(config["artifact"]) / "manifest.json").is_file() or not DEFAULT_ROUTER.exists()
     clean_env.setenv("OPENROUTER_API_KEY", "sk-test")
     Settings(**{**config, "artifact": tmp_path})
     mount = _container("gateway.yaml")["volumeMounts"][0]["mountPath"]
-    for name in ("gateway.yaml", "worker.yaml"):
+    for name in ("gateway.yaml", "worker.yaml", "gpu/worker.yaml"):
         args = _container(name)["args"]
         assert args[args.index("--config") + 1] == f"{mount}/config.yaml"
 
@@ -193,8 +278,9 @@ def test_k8s_config_is_valid_settings(clean_env: pytest.MonkeyPatch, tmp_path: P
 def test_gateway_configs_fit_the_default_router() -> None:
     """The backends the compose and k8s gateways serve are models of the bundled router (else never ready)."""
     models = [m["name"] for m in json.loads((DEFAULT_ROUTER / "manifest.json").read_text())["models"]]
-    gateway = yaml.safe_load(_config_arg(_compose()["services"]["gateway"]["command"]).read_text())
-    for config in (gateway, _configmap_config()):
+    configs = [yaml.safe_load(_config_arg(s["command"]).read_text()) for s in _gateways().values()]
+    configs += [yaml.safe_load((DEPLOY / "config.default.yaml").read_text()), _configmap_config()]
+    for config in configs:
         backends = [BackendSettings(**b) for b in config["backends"]]
         build_catalog(backends, config.get("aliases", {}), models)
 
@@ -218,19 +304,38 @@ def _dockerfile_instructions(text: str) -> list[str]:
     return out
 
 
-def test_dockerfile_copies_the_router_and_runs_as_non_root() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    lines = _dockerfile_instructions(text)
-    copies = [line.split()[1:] for line in lines if line.startswith("COPY ")]
-    sources = {src for args in copies for src in args[:-1]}
-    assert {"router_models", "service", "artifacts/default-router", "deploy", "pyproject.toml"} <= sources
-    assert {"requirements", "README.md"} <= sources
-    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+def _stages() -> list[list[str]]:
+    """The Dockerfile's instructions, one list per stage (from its FROM)."""
+    stages: list[list[str]] = []
+    for line in _dockerfile_instructions((ROOT / "Dockerfile").read_text()):
+        if line.startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_is_multi_stage_and_the_runtime_is_lean_offline_and_non_root() -> None:
+    stages = _stages()
+    assert len(stages) >= 2
+    runtime = stages[-1]
+    assert not any("pip install" in line for line in runtime)  # everything installed comes from the build stage
+    copies = [line.split()[1:] for line in runtime if line.startswith("COPY ")]
+    assert {"artifacts/default-router", "deploy"} <= {src for args in copies for src in args[:-1]}
+    assert any(args[0].startswith("--from=") for args in copies)
+    users = [line.split()[1] for line in runtime if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
-    assert 'ENTRYPOINT ["sae-router"]' in lines
-    assert "SAE_ROUTER_CACHE=/var/cache/sae-router" in text
-    assert "python -m router_models.assets --quiet" in text
-    (healthcheck,) = [line for line in lines if line.startswith("HEALTHCHECK ")]
-    assert "urllib" in healthcheck and "8080/healthz" in healthcheck
+    env = " ".join(line for line in runtime if line.startswith("ENV "))
+    assert "HF_HUB_OFFLINE=1" in env  # no network at run time: weights are baked in, the hub is never asked
+    (healthcheck,) = [line for line in runtime if line.startswith("HEALTHCHECK ")]
+    assert "/healthz" in healthcheck
+
+
+def test_dockerfile_installs_the_serving_lock_hash_checked() -> None:
+    build = " ".join(_stages()[0])
+    assert "-r requirements/serve.txt" in build and "--require-hashes" in build
+    assert "requirements/lock.txt" not in build  # the training stack stays out of the image
+    assert "ARG TORCH_INDEX_URL" in build and "${TORCH_INDEX_URL:+" in build  # empty = skip the torch index
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[0] == "*" or "*" in ignore  # an allowlist: .venv, .git, runs/ never reach the daemon
     assert "!artifacts/default-router" in ignore and "!deploy" in ignore
