@@ -41,8 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from router_models.costs import ModelPrice
-from router_models.engine import PromptScores
+from router_models.decide.costs import ModelPrice
+from router_models.decide.engine import PromptScores
 
 __all__ = [
     "CLIENT_AUTH",
