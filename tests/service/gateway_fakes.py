@@ -266,7 +266,7 @@ def serve(app: Any) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 120  # the lifespan warms the router: a real backbone loads in it
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             sock.close()
