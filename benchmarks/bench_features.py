@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from router_models.backbone import Backbone, BackboneConfig
+from router_models.features.backbone import Backbone, BackboneConfig
 
 LAYERS = {"SmolLM2-135M-Instruct": 15, "all-MiniLM-L6-v2": 3}
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "dcrouter.parquet"

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from router_models.data import load_dataset
-from router_models.harness import EvalConfig, evaluate_dataset
-from router_models.report import write_report
+from router_models.evaluate.harness import EvalConfig, evaluate_dataset
+from router_models.evaluate.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "routing"

@@ -24,13 +24,13 @@ from router_models.data import load_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
-    from router_models.artifact import FeatureSpec
-    from router_models.costs import parse_prices
     from router_models.data import validation_split
-    from router_models.evaluate import evaluate_router
-    from router_models.onboard import onboard
-    from router_models.selection import fit_router
-    from router_models.train_router import cached_features
+    from router_models.decide.costs import parse_prices
+    from router_models.evaluate.metrics import evaluate_router
+    from router_models.features.cache import cached_features
+    from router_models.features.spec import FeatureSpec
+    from router_models.train.onboard import onboard
+    from router_models.train.selection import fit_router
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "zeroeval_gsm_math.parquet")
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     ds = load_dataset(args.data)
-    from router_models.harness import subsample
-    from router_models.selection import default_candidates
+    from router_models.data import subsample
+    from router_models.train.selection import default_candidates
 
     ds = ds.select_models([m for j, m in enumerate(ds.models) if not np.isnan(ds.scores[:, j]).any()])
     ds = subsample(ds, args.max_train, None)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.eval_all import DEFAULT_DATA, ROOT, _f, update_results
-from router_models.report import write_report
-from router_models.train_router import TrainConfig, train_router
+from router_models.evaluate.report import write_report
+from router_models.train.router import TrainConfig, train_router
 
 
 def rows(rep: dict[str, Any]) -> list[str]:

@@ -21,8 +21,8 @@ from typing import Any
 
 from benchmarks.eval_all import DEFAULT_DATA, ROOT, _f, update_results
 from router_models.data import load_dataset
-from router_models.harness import EvalConfig, evaluate_dataset
-from router_models.report import write_report
+from router_models.evaluate.harness import EvalConfig, evaluate_dataset
+from router_models.evaluate.report import write_report
 
 ROUTERS = ["dense", "knn", "sae_probe", "sae_knn"]
 

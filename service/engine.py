@@ -8,7 +8,7 @@ loads on the first ``score_batch``, which the lifespan's warm-up batch triggers 
 
 from __future__ import annotations
 
-from router_models.engine import RoutingEngine
+from router_models.decide.engine import RoutingEngine
 from service.core.config import Settings
 from service.core.errors import ConfigError
 
@@ -18,12 +18,13 @@ __all__ = ["load_engine"]
 def load_engine(settings: Settings) -> RoutingEngine:
     if settings.artifact is None:
         raise ConfigError("no router to serve: set artifact (SAE_ROUTER_ARTIFACT) to a trained router directory")
-    from router_models.artifact import ArtifactError, load_router  # lazy: torch and the backbone load here
+    from router_models.artifact.format import ArtifactError
+    from router_models.artifact.load import load_router  # lazy: torch and the backbone load here
 
     try:
         # TrainedRouter exposes version/presets as read-only properties while the RoutingEngine Protocol
         # declares settable attributes; drop this ignore once the Protocol declares them as properties.
-        engine: RoutingEngine = load_router(settings.artifact)
+        engine: RoutingEngine = load_router(settings.artifact, cache=settings.cache)
     except ArtifactError as exc:
         raise ConfigError(f"cannot serve router {settings.artifact}: {exc}") from exc
     if "default" not in engine.presets:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from router_models.engine import Constraints, RoutingEngine
+from router_models.decide.engine import Constraints, RoutingEngine
 from service.auth import Caller, KeyRing
 from service.catalog import Catalog, build_catalog
 from service.core.config import Settings

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from router_models.engine import RoutingEngine
+from router_models.decide.engine import RoutingEngine
 from service.api.main import api_router
 from service.core.config import Settings
 from service.core.errors import ConfigError, install_error_handlers

@@ -6,13 +6,12 @@ the gateway forwards untouched from the raw JSON, never from the re-serialized m
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from router_models.engine import PromptScores
+from router_models.decide.engine import PromptScores, jsonable
 
 __all__ = [
     "ChatCompletionCreate",
@@ -144,21 +143,6 @@ class WorkerInfoPublic(BaseModel):
     models: list[str]
     presets: dict[str, float]
     prices: dict[str, dict[str, float | None]] = {}  # the router's training prices, per model
-
-
-def jsonable(obj: Any) -> Any:
-    """numpy → Python, non-finite floats → None, recursively: safe for strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def scores_to_json(s: PromptScores) -> dict[str, Any]:

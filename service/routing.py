@@ -1,7 +1,7 @@
 """From a request to a routing decision: what text is routed on, which λ, which model.
 
 In:  chat messages (or a bare prompt), a model string or λ/preset, constraints.
-Out: a :class:`router_models.engine.Decision` (router model names), whether the scores came from the cache,
+Out: a :class:`router_models.decide.engine.Decision` (router model names), whether the scores came from the cache,
      and how long it took.
 
 The multi-turn rule (what the router sees of a conversation):
@@ -24,17 +24,28 @@ Scores are cached under sha256(router version, routed text), so repeated prompts
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from router_models.engine import Constraints, Decision, NoEligibleModel, PromptScores, decide
+from router_models.decide.engine import (
+    Constraints,
+    Decision,
+    InvalidLambda,
+    NoEligibleModel,
+    PromptScores,
+    UnknownPreset,
+    check_lambda,
+    decide,
+    explain_decision,
+    resolve_lambda,
+    runner_up,
+)
 from service.core.config import RoutingSettings
 from service.core.errors import InvalidRequest, UnknownModel
 from service.core.metrics import Metrics
-from service.models import ChatMessage, jsonable, scores_from_json, scores_to_json
+from service.models import ChatMessage, scores_from_json, scores_to_json
 from service.store import ScoreCache
 from service.worker import Scorer
 
@@ -89,14 +100,13 @@ class Target:
 
 
 def parse_lambda(lam: float | None, preset: str | None, presets: dict[str, float]) -> Target:
-    if lam is not None:
-        if not math.isfinite(lam) or lam < 0:
-            raise InvalidRequest("lambda must be a finite number >= 0", param="lambda")
-        return Target(lam=lam)
-    name = preset or "default"
-    if name not in presets:
-        raise UnknownModel(f"unknown preset {name!r}; presets: {sorted(presets)}", param="preset")
-    return Target(lam=presets[name], preset=name)
+    try:
+        value, name = resolve_lambda(lam, preset, presets)
+    except InvalidLambda as exc:
+        raise InvalidRequest(str(exc), param="lambda") from None
+    except UnknownPreset as exc:
+        raise UnknownModel(str(exc), param="preset") from None
+    return Target(lam=value, preset=name)
 
 
 def parse_target(model: str, presets: dict[str, float], backend_of_name: dict[str, str]) -> Target:
@@ -108,15 +118,15 @@ def parse_target(model: str, presets: dict[str, float], backend_of_name: dict[st
         if arg in presets:
             return parse_lambda(None, arg, presets)
         try:
-            lam = float(arg)
+            lam = check_lambda(float(arg))
+        except InvalidLambda:
+            raise InvalidRequest("router:<λ> needs a finite λ >= 0", param="model") from None
         except ValueError:
             raise UnknownModel(
                 f"unknown model {model!r}: use router, router:<λ>, or router:<preset> with a preset in "
                 f"{sorted(presets)}",
                 param="model",
             ) from None
-        if not math.isfinite(lam) or lam < 0:
-            raise InvalidRequest("router:<λ> needs a finite λ >= 0", param="model")
         return Target(lam=lam)
     if model in backend_of_name:
         return Target(backend=backend_of_name[model])
@@ -153,7 +163,7 @@ class RouterService:
             decision = decide(self.scorer.models, scores, lam, constraints)
         except NoEligibleModel as exc:
             raise InvalidRequest(str(exc), code="no_eligible_model") from exc
-        except ValueError as exc:
+        except InvalidLambda as exc:
             raise InvalidRequest(str(exc), param="lambda") from exc
         if explain:
             decision = replace(decision, explanation=await self._explain(scores, decision))
@@ -162,11 +172,6 @@ class RouterService:
         return RouteResult(decision, hit, elapsed * 1000)
 
     async def _explain(self, scores: PromptScores, d: Decision) -> dict[str, Any]:
-        """The engine's explanation (named features, ...) plus the decision's utility margin over the
-        runner-up and the λ interval over which the choice holds against every eligible model."""
-        runner_up = d.ranking[1] if len(d.ranking) > 1 else None
-        out: dict[str, Any] = dict(await self.scorer.explain(scores, d.model, runner_up))
-        out.setdefault("runner_up", runner_up)
-        out["utility_margin"] = d.utility[d.model] - d.utility[runner_up] if runner_up is not None else None
-        out["lambda_interval"] = list(d.lambda_interval)
-        return dict(jsonable(out))
+        """The engine's explanation completed by :func:`~router_models.decide.engine.explain_decision`: the same
+        path as ``TrainedRouter.decide(..., explain=True)`` (the CLI)."""
+        return explain_decision(await self.scorer.explain(scores, d.model, runner_up(d)), d)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from router_models.engine import PromptScores, RoutingEngine
+from router_models.decide.engine import PromptScores, RoutingEngine
 from service.core.errors import EngineError, NotReady
 from service.core.metrics import Metrics
 from service.models import scores_from_json, scores_to_json

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from router_models.engine import RoutingEngine
+from router_models.decide.engine import RoutingEngine
 from service.core.body import json_model
 from service.core.config import Settings
 from service.core.errors import ConfigError, InvalidRequest, NotReady, install_error_handlers

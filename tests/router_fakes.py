@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from router_models.calibration import PresetTarget
-from router_models.costs import ModelPrice
 from router_models.data import RoutingDataset
-from router_models.features import PromptFeatures
+from router_models.decide.costs import ModelPrice
+from router_models.features.pooling import PromptFeatures
 from router_models.scorers import ClusterScorer, KNNScorer, ProbeScorer
-from router_models.selection import Candidate
+from router_models.train.calibration import PresetTarget
+from router_models.train.selection import Candidate
 
 __all__ = [
     "ACCURACY",

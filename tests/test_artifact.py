@@ -22,17 +22,14 @@ from router_fakes import (
     one_blas_thread,
 )
 
-from router_models.artifact import (
-    ArtifactError,
-    BackboneFeaturizer,
-    FeatureSpec,
-    TrainedRouter,
-    load_router,
-    save_router,
-)
-from router_models.engine import Constraints, RoutingEngine
-from router_models.features import PromptFeatures
-from router_models.selection import fit_router
+from router_models.artifact.format import ArtifactError
+from router_models.artifact.load import BackboneFeaturizer, load_router
+from router_models.artifact.save import save_router
+from router_models.decide.engine import Constraints, RoutingEngine
+from router_models.features.pooling import PromptFeatures
+from router_models.features.spec import FeatureSpec
+from router_models.router import TrainedRouter
+from router_models.train.selection import fit_router
 
 LABELS = {"latents": {"3": {"label": "code", "top_tokens": [], "tasks": [], "frequency": 0.2}}, "dead": []}
 
@@ -203,7 +200,7 @@ def test_other_bad_directories(trained: Trained, tmp_path: Path) -> None:
 
 
 def test_verify_passes_on_its_own_record_and_names_drift(trained: Trained, tmp_path: Path) -> None:
-    from router_models.verify import Tolerance, record_check, verify_router
+    from router_models.evaluate.verify import Tolerance, record_check, verify_router
 
     path = _copy(trained, tmp_path)
     router = load_router(path, featurize=trained.featurize)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from router_models.assets import cache_root
-from router_models.backbone import Backbone, BackboneConfig, pool_tokens
+from router_models.features.backbone import Backbone, BackboneConfig, pool_tokens
 
 SMOL = "SmolLM2-135M-Instruct"
 MINILM = "all-MiniLM-L6-v2"
@@ -173,7 +173,7 @@ def test_head_tail_truncation_keeps_exact_ends(smol_tokenizer) -> None:
 
 
 def test_all_tail_truncation() -> None:
-    from router_models.backbone import _head_tail
+    from router_models.features.backbone import _head_tail
 
     assert _head_tail(list(range(10)), 4, 0) == [6, 7, 8, 9]
     assert _head_tail(list(range(10)), 4, 4) == [0, 1, 2, 3]

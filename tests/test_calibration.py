@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from router_fakes import one_blas_thread
 
-from router_models.calibration import Calibrator, PresetTarget, ece, fit_presets, reliability
-from router_models.evaluate import reference_points, sweep
+from router_models.evaluate.metrics import reference_points, sweep
+from router_models.train.calibration import Calibrator, PresetTarget, ece, fit_presets, reliability
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -127,7 +127,7 @@ def test_an_unreachable_preset_says_so() -> None:
 
 
 def test_choose_scores_every_method_by_cross_fitted_auc() -> None:
-    from router_models.calibration import AUTO_METHODS, Calibrator
+    from router_models.train.calibration import AUTO_METHODS, Calibrator
 
     rng = np.random.default_rng(0)
     n = 400

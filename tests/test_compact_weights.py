@@ -70,13 +70,13 @@ def test_compact_then_materialize_is_bit_exact(backbone_dir: Path, tmp_path: Pat
 def test_a_compact_packaged_backbone_resolves_to_its_rebuilt_copy(
     backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SAE_ROUTER_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache"
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     monkeypatch.setitem(assets.PACKAGED, "tiny", assets.PackagedBackbone("tiny", "unused==0", "unused/"))
-    assert assets.resolve_packaged("tiny") == backbone_dir  # not compact: the cache folder itself
+    assert assets.resolve_packaged("tiny", cache=cache) == backbone_dir  # not compact: the cache folder itself
     compact(backbone_dir)
-    loadable = assets.resolve_packaged("tiny")
+    loadable = assets.resolve_packaged("tiny", cache=cache)
     assert loadable == tmp_path / "tmp" / "sae-router" / "backbones" / "tiny"
     assert (loadable / "model.safetensors").is_file()
-    assert assets.resolve_packaged("tiny") == loadable  # rebuilt once, then reused
+    assert assets.resolve_packaged("tiny", cache=cache) == loadable  # rebuilt once, then reused

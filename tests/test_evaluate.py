@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from router_models.evaluate import (
+from router_models.evaluate.metrics import (
     auc,
     curve_metrics,
     evaluate_router,

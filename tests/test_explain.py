@@ -11,12 +11,13 @@ import pytest
 import scipy.sparse as sp
 from router_fakes import MODELS, PRICES, fast_candidates, featurizer, make_routing, one_blas_thread
 
-from router_models.artifact import FeatureSpec, TrainedRouter
-from router_models.calibration import Calibrator
-from router_models.engine import PromptScores, lambda_interval
-from router_models.explain import explain_pair, probe_contributions
+from router_models.decide.engine import PromptScores, lambda_interval
+from router_models.decide.explain import explain_pair, probe_contributions
+from router_models.features.spec import FeatureSpec
+from router_models.router import TrainedRouter
 from router_models.scorers import BlendScorer, ProbeScorer
-from router_models.selection import fit_router
+from router_models.train.calibration import Calibrator
+from router_models.train.selection import fit_router
 
 LABELS = {
     "latents": {str(i): {"label": f"latent-{i}", "top_tokens": [], "tasks": [], "frequency": 0.1} for i in range(32)}

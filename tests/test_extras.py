@@ -39,9 +39,10 @@ def _imported_after(code: str) -> set[str]:
 def test_serving_entry_points_import_no_training_library() -> None:
     """The CLI, both apps and a loaded router with its SAE encoder (no backbone): fast, always run."""
     modules = _imported_after(
-        "from router_models.cli import main\n"
-        "from router_models.artifact import DEFAULT_ARTIFACT, load_router\n"
-        "from router_models.features import make_encoder\n"
+        "from service.cli import main\n"
+        "from router_models.artifact.format import DEFAULT_ARTIFACT\n"
+        "from router_models.artifact.load import load_router\n"
+        "from router_models.features.encoder import make_encoder\n"
         "from service.main import create_app, serve\n"
         "from service.worker_app import create_worker_app, serve_worker\n"
         "if (DEFAULT_ARTIFACT / 'manifest.json').is_file():\n"

@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from router_models.assets import cache_root
-from router_models.backbone import Backbone, BackboneConfig
-from router_models.features import FeatureCache, extract_features, label_features, make_encoder
+from router_models.features.backbone import Backbone, BackboneConfig
+from router_models.features.cache import FeatureCache
+from router_models.features.encoder import make_encoder
+from router_models.features.labels import label_features
+from router_models.features.pooling import extract_features
 
 PROMPTS = [
     "Write a haiku about network routers.",
@@ -50,7 +53,7 @@ def backbone() -> Backbone:
 def sae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sae_lens import TopKSAE, TopKSAEConfig
 
-    from router_models.sae import save_sae
+    from router_models.features.sae import save_sae
 
     torch.manual_seed(1)
     sae = TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4))
@@ -64,7 +67,7 @@ def sae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_pooled_latents_equal_sae_lens_encode(backbone: Backbone, sae_dir: Path) -> None:
-    from router_models.sae import load_sae
+    from router_models.features.sae import load_sae
 
     encoder = make_encoder(sae_dir)
     feats = extract_features(backbone, encoder, PROMPTS)
@@ -111,7 +114,7 @@ def test_feature_cache_finds_a_text_whose_digest_ends_in_a_nul_byte(tmp_path: Pa
 
     import scipy.sparse as sp
 
-    from router_models.features import PromptFeatures
+    from router_models.features.pooling import PromptFeatures
 
     texts = ["prompt 0", NUL_ENDING]
     assert hashlib.sha256(NUL_ENDING.encode()).digest()[-1] == 0
@@ -129,10 +132,10 @@ def test_feature_cache_finds_a_text_whose_digest_ends_in_a_nul_byte(tmp_path: Pa
 
 
 def test_routesae_encoder_loads_and_extracts(backbone: Backbone, tmp_path: Path) -> None:
-    from router_models.routesae import RouteSAEConfig, build_routesae, save_routesae
+    from router_models.features.routesae import RouteSAEConfig, build_routesae, save_routesae
 
     model = build_routesae(RouteSAEConfig(d_in=32, layers=[0, 1, 2], d_sae=64, k=4)).eval()
-    from router_models.sae import to_inference_sae
+    from router_models.features.sae import to_inference_sae
 
     model.sae = to_inference_sae(model.sae)
     save_routesae(model, tmp_path / "r")

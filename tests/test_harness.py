@@ -10,8 +10,8 @@ import pytest
 
 from router_models.cli import main
 from router_models.data import from_long_frame
-from router_models.harness import EvalConfig, evaluate_dataset
-from router_models.report import write_report
+from router_models.evaluate.harness import EvalConfig, evaluate_dataset
+from router_models.evaluate.report import write_report
 
 
 def synthetic_frame(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:

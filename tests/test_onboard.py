@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from router_fakes import PRICES, Synthetic, fast_candidates, make_routing, one_blas_thread, topic_features
 
-from router_models.artifact import TrainedRouter, load_router, save_router
-from router_models.costs import ModelPrice
-from router_models.features import PromptFeatures
-from router_models.onboard import onboard
-from router_models.policy import argmax_utility
-from router_models.selection import fit_router
+from router_models.artifact.load import load_router
+from router_models.artifact.save import save_router
+from router_models.decide.costs import ModelPrice
+from router_models.decide.policy import argmax_utility
+from router_models.features.pooling import PromptFeatures
+from router_models.router import TrainedRouter
+from router_models.train.onboard import onboard
+from router_models.train.selection import fit_router
 
 NEW_PRICE = ModelPrice(0.05, 0.05)  # cheaper than every model already served
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from router_models.policy import argmax_utility
+from router_models.decide.policy import argmax_utility
 
 
 def test_lambda_zero_takes_best_quality() -> None:
@@ -46,7 +46,7 @@ def test_per_prompt_costs() -> None:
 def test_decide_ranking_constraints_and_interval() -> None:
     import pytest
 
-    from router_models.engine import Constraints, NoEligibleModel, PromptScores, decide
+    from router_models.decide.engine import Constraints, NoEligibleModel, PromptScores, decide
 
     models = ("a", "b", "c")
     s = PromptScores(quality=np.array([0.2, 0.9, 0.5]), cost=np.array([1.0, 3.0, 2.0]))

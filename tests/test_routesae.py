@@ -13,7 +13,7 @@ import pytest
 import torch
 from router_fakes import one_torch_thread
 
-from router_models.routesae import (
+from router_models.features.routesae import (
     RouteSAE,
     RouteSAEConfig,
     build_routesae,

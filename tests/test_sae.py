@@ -13,7 +13,7 @@ import pytest
 import torch
 from router_fakes import one_torch_thread
 
-from router_models.sae import (
+from router_models.features.sae import (
     SAETrainConfig,
     downstream_kl,
     evaluate_sae,

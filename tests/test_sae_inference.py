@@ -1,4 +1,4 @@
-"""router_models.sae_inference reads a saved TopK SAE without sae-lens and encodes bit-identically to sae-lens.
+"""router_models.features.sae_inference reads a saved TopK SAE without sae-lens and encodes bit-identically to sae-lens.
 
 Run: ``.venv/bin/pytest -q tests/test_sae_inference.py`` (tiny seeded SAEs, plus the bundled router's SAE).
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from router_models.features import _weights_fingerprint
-from router_models.sae_inference import TopKSAE, load_inference_sae
+from router_models.features.encoder import _weights_fingerprint
+from router_models.features.sae_inference import TopKSAE, load_inference_sae
 
 D_IN, D_SAE, K = 16, 64, 4
 DEFAULT_SAE = Path(__file__).resolve().parents[1] / "artifacts" / "default-router" / "sae"
@@ -48,7 +48,7 @@ def test_encode_decode_and_fingerprint_equal_sae_lens(tmp_path: Path, rescale: b
 
 @pytest.mark.skipif(not (DEFAULT_SAE / "cfg.json").is_file(), reason="no bundled default router")
 def test_default_router_sae_encodes_as_with_sae_lens() -> None:
-    from router_models.sae import load_sae
+    from router_models.features.sae import load_sae
 
     ours, reference = load_inference_sae(DEFAULT_SAE), load_sae(DEFAULT_SAE)
     assert isinstance(ours, TopKSAE)

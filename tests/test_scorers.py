@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 from router_fakes import MODELS, OUT_TOKENS, PRICES, fast_candidates, make_routing, one_blas_thread
 
-from router_models.costs import CostModel, ModelPrice, chars_tokens
 from router_models.data import RoutingDataset
+from router_models.decide.costs import CostModel, ModelPrice, chars_tokens
 from router_models.scorers import (
     BlendScorer,
     ClusterScorer,
@@ -23,7 +23,7 @@ from router_models.scorers import (
     scorer_from_state,
     scorer_state,
 )
-from router_models.selection import cross_fit, ensemble_counts, fit_router, select_scorer
+from router_models.train.selection import cross_fit, ensemble_counts, fit_router, select_scorer
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -21,7 +21,7 @@ def sae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sae_lens import TopKSAE, TopKSAEConfig
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from router_models.sae import save_sae
+    from router_models.features.sae import save_sae
 
     smol = cache_root() / "backbones" / "SmolLM2-135M-Instruct"
     if not (smol / "config.json").exists():
@@ -69,7 +69,7 @@ def tiny_data(path: Path) -> Path:
 def test_train_writes_a_loadable_router_with_same_run_baselines(
     sae_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from router_models.artifact import load_router
+    from router_models.artifact.load import load_router
 
     monkeypatch.setenv("SAE_ROUTER_CACHE", str(tmp_path / "cache"))
     data = tiny_data(tmp_path / "tiny.parquet")

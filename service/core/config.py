@@ -5,7 +5,8 @@ Sources, highest priority first:
 1. keyword arguments (``Settings(port=9000)``; what tests use);
 2. environment variables, prefix ``SAE_ROUTER_``, nested fields joined with ``__``
    (``SAE_ROUTER_BATCHING__MAX_BATCH=16``; lists and mappings as JSON: ``SAE_ROUTER_BACKENDS='[...]'``);
-3. the YAML file named by ``SAE_ROUTER_CONFIG`` (see ``deploy/config.example.yaml``).
+3. the YAML file passed to :meth:`Settings.load` (``sae-router serve --config``), else the one named by
+   ``SAE_ROUTER_CONFIG`` (see ``deploy/config.example.yaml``).
 
 This is the only module that reads the environment. Secrets never live in the config: a backend names the
 environment variable that holds its key (``api_key_env``), resolved here at start-up, and client API keys
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 CONFIG_ENV = "SAE_ROUTER_CONFIG"  # names the YAML file
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("sae_router_config_file", default=None)  # Settings.load's
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -167,7 +170,8 @@ class Settings(BaseSettings):
         env_prefix="SAE_ROUTER_", env_nested_delimiter="__", extra="forbid", frozen=True, validate_default=True
     )
 
-    artifact: Path | None = None  # trained router directory (router_models.artifact.load_router)
+    cache: Path | None = None  # fetched backbones and feature caches (SAE_ROUTER_CACHE); None = ~/.cache/sae-router
+    artifact: Path | None = None  # trained router directory (router_models.artifact.load.load_router)
     backends: list[BackendSettings] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)  # backend name -> the router's model name
     auth: AuthSettings = Field(default_factory=AuthSettings)  # keys required unless require_auth: false
@@ -206,12 +210,24 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = os.environ.get(CONFIG_ENV)
+        explicit = _CONFIG_FILE.get()
+        path = str(explicit) if explicit is not None else os.environ.get(CONFIG_ENV)
         if not path:
             return (init_settings, env_settings)
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{CONFIG_ENV}={path}: no such config file")
+            where = "--config" if explicit is not None else CONFIG_ENV
+            raise FileNotFoundError(f"{where}={path}: no such config file")
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=path))
+
+    @classmethod
+    def load(cls, config: Path | None = None, **overrides: Any) -> Settings:
+        """Settings from ``config`` (a YAML file; None = the one ``SAE_ROUTER_CONFIG`` names, if any), the
+        environment and ``overrides`` (highest priority). The path is passed, never written to the environment."""
+        token = _CONFIG_FILE.set(config)
+        try:
+            return cls(**overrides)
+        finally:
+            _CONFIG_FILE.reset(token)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -41,8 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from router_models.costs import ModelPrice
-from router_models.engine import PromptScores
+from router_models.decide.costs import ModelPrice
+from router_models.decide.engine import PromptScores
 
 __all__ = [
     "CLIENT_AUTH",
@@ -266,7 +266,7 @@ def serve(app: Any) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 120  # the lifespan warms the router: a real backbone loads in it
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             sock.close()

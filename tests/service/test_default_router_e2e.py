@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from gateway_fakes import CLIENT_KEY, FakeUpstream, serve
 
-from router_models.artifact import TrainedRouter, load_router
+from router_models.artifact.load import load_router
 from router_models.cli import main
+from router_models.router import TrainedRouter
 from service.core.config import Settings
 from service.main import create_app
 
@@ -78,6 +79,23 @@ def test_cli_route_prints_decision_and_explanation(capsys: pytest.CaptureFixture
     assert main(["route", "What is 17 * 23?", "--preset", "cheap"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"] in out["models"] and out["explanation"]["probe"]["features"]
+
+
+def test_cli_and_http_give_the_same_explanation(gateway_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import httpx
+
+    prompt = "Find all real x with x^2 - 5x + 6 = 0."
+    for preset in ("cheap", "quality"):
+        assert main(["route", prompt, "--preset", preset]) == 0
+        cli = json.loads(capsys.readouterr().out)
+        http = httpx.post(
+            f"{gateway_url}/route", json={"prompt": prompt, "preset": preset, "explain": True}, timeout=60
+        )
+        assert http.status_code == 200, http.text
+        body = http.json()
+        assert body["model"] == cli["model"] and body["lambda"] == cli["lambda"]
+        assert body["explanation"] == cli["explanation"]
+        assert cli["explanation"]["utility_margin"] is not None and cli["explanation"]["probe"]["features"]
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared routing data")

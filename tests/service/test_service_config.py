@@ -76,6 +76,28 @@ def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         Settings()
 
 
+def test_a_config_file_is_passed_not_written_to_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from service.cli import main
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"port": 9000, "auth": NO_AUTH, "backends": [BACKEND]}))
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"port": 9001, "auth": NO_AUTH}))
+    monkeypatch.setenv("SAE_ROUTER_CONFIG", str(other))
+    monkeypatch.setenv("SAE_ROUTER_CACHE", str(tmp_path / "cache"))
+    s = Settings.load(config, log_level="DEBUG")  # the explicit file wins over $SAE_ROUTER_CONFIG
+    assert (s.port, s.log_level, s.backends[0].name, s.cache) == (9000, "DEBUG", "m", tmp_path / "cache")
+    assert Settings().port == 9001 and os.environ["SAE_ROUTER_CONFIG"] == str(other)
+    with pytest.raises(FileNotFoundError, match=r"--config=.*nope\.yaml"):
+        Settings.load(tmp_path / "nope.yaml")
+    assert main(["serve", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err and os.environ["SAE_ROUTER_CONFIG"] == str(other)
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from router_models.engine import PromptScores
+from router_models.decide.engine import PromptScores
 from service.core.config import RoutingSettings
 from service.core.errors import InvalidRequest, UnknownModel
 from service.models import ChatMessage, scores_from_json, scores_to_json

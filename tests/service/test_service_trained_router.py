@@ -4,6 +4,7 @@ and through the remote feature worker, explanations included. Plus the artifact-
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from fastapi.testclient import TestClient
 from gateway_fakes import CLIENT_AUTH, serve, wait_ready
 from router_fakes import MODELS, PRICES, fast_candidates, make_routing, topic_features
 
-from router_models.artifact import TrainedRouter
-from router_models.features import PromptFeatures
-from router_models.selection import fit_router
+from router_models.decide.engine import InvalidLambda, UnknownPreset
+from router_models.features.pooling import PromptFeatures
+from router_models.router import TrainedRouter
+from router_models.train.selection import fit_router
 from service.core.config import Settings
 from service.core.errors import ConfigError
 from service.engine import load_engine
@@ -72,6 +74,35 @@ def test_serves_a_trained_router_through_the_worker(trained: TrainedRouter, sett
             wait_ready(client)
             assert client.get("/readyz").json()["router"]["worker"] == "remote"
             _exercise(client)
+
+
+def test_the_gateway_explains_exactly_as_the_library_does(trained: TrainedRouter, settings: Settings) -> None:
+    """One explanation path: ``TrainedRouter.decide(..., explain=True)`` (what ``sae-router route`` prints)
+    and ``POST /route`` with ``explain`` give the same explanation for the same prompt and λ."""
+    with TestClient(create_app(settings, trained)) as client:
+        for prompt, lam in (("some code please", 0.0), ("hi greeting", 50.0), ("math and history", 1e9)):
+            r = client.post("/route", json={"prompt": prompt, "lambda": lam, "explain": True}, headers=CLIENT_AUTH)
+            assert r.status_code == 200, r.text
+            library = trained.decide(prompt, lam, explain=True)
+            assert r.json()["explanation"] == json.loads(json.dumps(library.explanation))
+            assert library.explanation is not None and library.explanation["runner_up"]["model"] == library.ranking[1]
+
+
+@pytest.mark.parametrize(("body", "param"), [({"lambda": -1.0}, "lambda"), ({"preset": "nope"}, "preset")])
+def test_a_bad_lambda_or_preset_is_one_typed_error(
+    trained: TrainedRouter, settings: Settings, body: dict[str, object], param: str
+) -> None:
+    with pytest.raises(InvalidLambda if param == "lambda" else UnknownPreset):
+        trained.decide("hi", body.get("lambda", body.get("preset")))  # type: ignore[arg-type]
+    with TestClient(create_app(settings, trained)) as client:
+        r = client.post("/route", json={"prompt": "hi", **body}, headers=CLIENT_AUTH)
+        assert r.status_code in (400, 404, 422) and r.json()["error"]["param"] == param, r.text
+        bad_model = client.post(
+            "/v1/chat/completions",
+            json={"model": "router:-2", "messages": [{"role": "user", "content": "hi"}]},
+            headers=CLIENT_AUTH,
+        )
+        assert bad_model.status_code == 400 and bad_model.json()["error"]["param"] == "model"
 
 
 def test_unloadable_artifact_refuses_to_start(tmp_path: Path, settings: Settings) -> None:

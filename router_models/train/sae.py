@@ -2,7 +2,7 @@
 
 In:  routing dataset files (their *train* prompts) or plain text files (one prompt per line), a backbone,
      and an :class:`SAEJob` (kind, layer(s), width, k, token budget).
-Out: a folder with the SAE (sae-lens format for ``sae``; :mod:`router_models.routesae` format for
+Out: a folder with the SAE (sae-lens format for ``sae``; :mod:`router_models.features.routesae` format for
      ``routesae``), ``sae_router.json`` (backbone settings, layer(s), training log summary and metrics:
      NMSE, explained variance, L0, dead-latent fraction, downstream KL) and ``labels.json`` (feature labels).
 
@@ -26,11 +26,11 @@ from typing import Any
 
 import torch
 
-from router_models.backbone import Backbone, BackboneConfig
+from router_models.features.backbone import Backbone, BackboneConfig
 
 __all__ = ["SAEJob", "collect_prompts", "run_job"]
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing"
 
 
 @dataclass
@@ -163,9 +163,9 @@ def _routesae_kl(backbone: Backbone, model: Any, texts: Sequence[str], max_token
     return total / max(count, 1)
 
 
-def run_job(job: SAEJob, progress: bool = True) -> dict[str, Any]:
+def run_job(job: SAEJob, progress: bool = True, cache: str | Path | None = None) -> dict[str, Any]:
     """Train, evaluate, label and save; returns the metrics written to ``sae_router.json``."""
-    from router_models.features import make_encoder
+    from router_models.features.encoder import make_encoder
 
     started = time.perf_counter()
     torch.manual_seed(job.seed)
@@ -173,7 +173,9 @@ def run_job(job: SAEJob, progress: bool = True) -> dict[str, Any]:
     texts, tasks = collect_prompts(paths, job.max_prompts, job.seed)
     n_eval = max(1, len(texts) // 10)
     eval_texts, train_texts = texts[:n_eval], texts[n_eval:]
-    bcfg = BackboneConfig(name=job.backbone, max_tokens=job.max_tokens, head_tokens=32, batch_size=16)
+    bcfg = BackboneConfig(
+        name=job.backbone, max_tokens=job.max_tokens, head_tokens=32, batch_size=16, cache=str(cache) if cache else None
+    )
     backbone = Backbone.load(bcfg)
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -195,7 +197,7 @@ def run_job(job: SAEJob, progress: bool = True) -> dict[str, Any]:
     }
     (out / "sae_router.json").write_text(json.dumps(meta, indent=2) + "\n")
     encoder = make_encoder(out)
-    from router_models.features import label_features
+    from router_models.features.labels import label_features
 
     lab = label_features(backbone, encoder, texts[: job.label_prompts], tasks[: job.label_prompts], progress=progress)
     (out / "labels.json").write_text(json.dumps(lab, indent=1) + "\n")
@@ -208,7 +210,7 @@ def run_job(job: SAEJob, progress: bool = True) -> dict[str, Any]:
 def _train_single(
     job: SAEJob, backbone: Backbone, train_texts: list[str], eval_texts: list[str], out: Path, progress: bool
 ) -> tuple[dict[str, Any], list[int]]:
-    from router_models.sae import SAETrainConfig, downstream_kl, evaluate_sae, save_sae, train_topk_sae
+    from router_models.features.sae import SAETrainConfig, downstream_kl, evaluate_sae, save_sae, train_topk_sae
 
     layer = job.layer if job.layer is not None else backbone.n_layers // 2
     acts = _activations(backbone, train_texts, [layer])[:, 0]
@@ -247,7 +249,7 @@ def _train_single(
 def _train_route(
     job: SAEJob, backbone: Backbone, train_texts: list[str], eval_texts: list[str], out: Path, progress: bool
 ) -> tuple[dict[str, Any], list[int]]:
-    from router_models.routesae import (
+    from router_models.features.routesae import (
         RouteSAEConfig,
         default_routed_layers,
         evaluate_routesae,

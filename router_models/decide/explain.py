@@ -1,9 +1,9 @@
 """Why a router chose one model over the runner-up, in terms of SAE features.
 
-In:  one prompt's :class:`~router_models.engine.PromptScores` (predicted quality and cost of every model, its
+In:  one prompt's :class:`~router_models.decide.engine.PromptScores` (predicted quality and cost of every model, its
      pooled SAE feature row, and the cluster assignment in ``extras`` when the router has clusters), the
      chosen and runner-up models, a fitted :class:`~router_models.scorers.ProbeScorer` over those features,
-     and the feature labels JSON (:func:`router_models.features.label_features`).
+     and the feature labels JSON (:func:`router_models.features.pooling.label_features`).
 Out: a JSON-able dict: both models' predicted quality and cost, the margins, the λ range over which the
      chosen model beats the runner-up, and the features that most separate the two.
 
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from router_models.engine import PromptScores, lambda_interval
+from router_models.decide.engine import PromptScores, lambda_interval
 from router_models.scorers import ClusterScorer, ProbeScorer
 
 __all__ = ["Contributions", "cluster_summary", "ensemble_summary", "explain_pair", "probe_contributions"]
@@ -150,7 +150,6 @@ def explain_pair(
     labels: Mapping[str, Any] | None = None,
     d_sae: int | None = None,
     pooling: Sequence[str] = ("max", "mean"),
-    lam: float | None = None,
     top_n: int = 8,
 ) -> dict[str, Any]:
     """The explanation of one decision (see module docstring for the probe decomposition).
@@ -171,8 +170,6 @@ def explain_pair(
         out["runner_up"] = {"model": runner_up, "quality": float(q[r]), "cost": float(c[r])}
         out["quality_margin"], out["cost_margin"] = float(q[i] - q[r]), float(c[i] - c[r])
         out["pair_lambda_interval"] = list(lambda_interval(q, c, i, pair))
-        if lam is not None:
-            out["utility_margin"] = float((q[i] - lam * c[i]) - (q[r] - lam * c[r]))
     if probe is not None and scores.features is not None:
         x = np.asarray(scores.features, dtype=np.float64).ravel()
         out["probe"] = _top_features(probe_contributions(probe, x, i, r), x, labels, d_sae, pooling, top_n)

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from router_models.sae import (
+from router_models.features.sae import (
     TopKTrainBase,
     iter_batches,
     lr_lambda,
@@ -47,7 +47,7 @@ from router_models.sae import (
     save_sae,
     to_inference_sae,
 )
-from router_models.sae_inference import load_inference_sae
+from router_models.features.sae_inference import load_inference_sae
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -213,7 +213,7 @@ def train_routesae(
 ) -> tuple[RouteSAE, dict[str, Any]]:
     """Train a RouteSAE on ``[n_tokens, L, d]`` activations (or an iterable of ``[batch, L, d]``).
 
-    Adam on router and SAE together, :func:`router_models.sae.lr_lambda` schedule, decoder renormalized
+    Adam on router and SAE together, :func:`router_models.features.sae.lr_lambda` schedule, decoder renormalized
     every ``cfg.renorm_every`` steps. Returns the model (inference ``TopKSAE`` inside, eval mode) and a
     log: per-step ``loss`` / ``mse_loss`` (normalized) / ``aux_loss`` / ``lr`` lists, ``layer_fraction``
     (share of training tokens routed to each layer), ``dead_fraction``, ``steps``, ``n_tokens``, ``seconds``.

@@ -1,11 +1,11 @@
 """Training a router: pick the scorer by cross-validated routing AUC, calibrate it, set presets.
 
-In:  features of the training prompts (:class:`~router_models.features.PromptFeatures`), the train split of a
+In:  features of the training prompts (:class:`~router_models.features.pooling.PromptFeatures`), the train split of a
      :class:`~router_models.data.RoutingDataset` (train rows only: test rows are never passed in), fold ids
      over those rows, prices, candidate scorers.
 Out: :func:`select_scorer` → :class:`Selection` (the winner refit on all train rows, every candidate's
      cross-validated metrics and its out-of-fold predictions); :func:`fit_router` → a
-     :class:`~router_models.artifact.TrainedRouter` and a report.
+     :class:`~router_models.artifact.load.TrainedRouter` and a report.
 
 Selection protocol (k-fold cross-fitting on the train rows; the test split is never seen):
 
@@ -13,7 +13,7 @@ Selection protocol (k-fold cross-fitting on the train rows; the test split is ne
    on a seeded inner hold-out of those rows), and predicts that fold. Every train row thus gets an
    out-of-fold prediction from a fit that never saw it.
 2. Each candidate is scored by the area under its quality–cost curve over all train rows
-   (:func:`router_models.evaluate.curve_metrics`, reference points from the same rows), because that is what
+   (:func:`router_models.evaluate.metrics.curve_metrics`, reference points from the same rows), because that is what
    routing is judged by; the Brier score breaks ties. On a few hundred prompts a single 20% validation split
    cannot separate candidates 0.01 AUC apart; k folds use every row.
 3. With ``ensemble``, greedy ensemble selection with replacement (Caruana et al. 2004, "Ensemble Selection
@@ -22,8 +22,8 @@ Selection protocol (k-fold cross-fitting on the train rows; the test split is ne
    The weights are the counts. Chosen when it beats the best single candidate.
 4. The winner is refit on every train row with ``val`` as its hyperparameter rows.
 
-Calibration (:class:`~router_models.calibration.Calibrator`) and presets
-(:func:`~router_models.calibration.fit_presets`) are then fitted on the winner's out-of-fold predictions of
+Calibration (:class:`~router_models.train.calibration.Calibrator`) and presets
+(:func:`~router_models.train.calibration.fit_presets`) are then fitted on the winner's out-of-fold predictions of
 all train rows. They are in-sample for those maps; the test split (``TrainedRouter.evaluate``) is the
 honest check.
 """
@@ -35,28 +35,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
-from router_models.artifact import FeatureSpec, Featurize, TrainedRouter
-from router_models.calibration import DEFAULT_PRESETS, Calibrator, Method, PresetTarget, ece, fit_presets
-from router_models.costs import CostModel, ModelPrice
-from router_models.evaluate import curve_metrics, reference_points, sweep
-from router_models.scorers import (
-    BlendScorer,
-    ClusterScorer,
-    KNNScorer,
-    ProbeScorer,
-    Scorer,
-    brier,
-    holdout_mask,
-    weighted_sum,
-)
+from router_models.decide.costs import CostModel, ModelPrice
+from router_models.evaluate.metrics import curve_metrics, reference_points, sweep
+from router_models.features.spec import FeatureSpec
+from router_models.router import Featurize, TrainedRouter
+from router_models.scorers import BlendScorer, ClusterScorer, ProbeScorer, Scorer, brier, holdout_mask, weighted_sum
+from router_models.scorers.registry import presets
+from router_models.train.calibration import DEFAULT_PRESETS, Calibrator, Method, PresetTarget, ece, fit_presets
 
 if TYPE_CHECKING:
     from router_models.data import RoutingDataset
-    from router_models.features import PromptFeatures
+    from router_models.features.pooling import PromptFeatures
 
 __all__ = [
     "Candidate",
@@ -77,14 +71,9 @@ class Candidate(NamedTuple):
 
 
 def default_candidates() -> dict[str, Candidate]:
-    """On SAE latents: top-k sparse probe and kNN; on the dense state: probe, kNN and UniRoute clusters."""
-    return {
-        "probe": Candidate(lambda: ProbeScorer(top_k=(16, 64, 256, 1024)), "sae"),
-        "sae_knn": Candidate(lambda: KNNScorer(name="sae_knn"), "sae"),
-        "dense": Candidate(lambda: ProbeScorer(name="dense"), "dense"),
-        "knn": Candidate(KNNScorer, "dense"),
-        "cluster": Candidate(ClusterScorer, "dense"),
-    }
+    """Every registered scorer preset with the ``candidate`` role (:mod:`router_models.scorers.registry`): on SAE
+    latents the top-k sparse probe and kNN; on the dense state a probe, kNN and UniRoute clusters."""
+    return {p.name: Candidate(partial(kind.make, p), p.features) for p, kind in presets("candidate")}
 
 
 @dataclass

@@ -69,6 +69,7 @@ class BackboneConfig:
     device: str = "auto"  # "auto": cuda if available else cpu
     dtype: str = "auto"  # "auto": bfloat16 on cuda, float32 on cpu; else float32 | bfloat16 | float16
     batch_size: int = 16  # prompts per forward in pooled / iter_token_activations
+    cache: str | None = None  # where packaged backbones are fetched (router_models.assets); None = ~/.cache
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -126,7 +127,7 @@ class Backbone:
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         config = BackboneConfig(name=config) if isinstance(config, str) else config
-        source, name = _resolve_source(config.name)
+        source, name = _resolve_source(config.name, config.cache)
         try:
             causal = _is_causal_config(AutoConfig.from_pretrained(source))
             auto = AutoModelForCausalLM if causal else AutoModel
@@ -380,11 +381,11 @@ def _first(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def _resolve_source(name: str) -> tuple[str, str]:
+def _resolve_source(name: str, cache: str | None = None) -> tuple[str, str]:
     """(what ``from_pretrained`` loads, display name) for a packaged name, local folder or hub id."""
     canonical = packaged_name(name)
     if canonical is not None:
-        return str(resolve_packaged(canonical)), canonical
+        return str(resolve_packaged(canonical, cache=cache)), canonical
     path = Path(name).expanduser()
     return (str(path), name) if path.exists() else (name, name)
 

@@ -95,7 +95,7 @@ def load_inference_sae(path: str | Path, device: str = "cpu") -> Any:
             raise ImportError(
                 f"{path}: a {raw.get('architecture')!r} SAE is read by sae-lens: pip install 'sae-router[train]'"
             )
-        from router_models.sae import load_sae
+        from router_models.features.sae import load_sae
 
         return load_sae(path, device=device)
     cfg = TopKSAEConfig(

@@ -5,25 +5,71 @@ Out: per prompt, predicted quality and cost of every model (:class:`PromptScores
      constraints a :class:`Decision` with the ranking used for fallback and an explanation.
 
 ``score_batch`` is the heavy step (backbone → SAE → scorers) and runs off the event loop, batched.
-``decide`` is pure and cheap: it wraps :func:`router_models.policy.argmax_utility`, so the gateway serves
+``decide`` is pure and cheap: it wraps :func:`router_models.decide.policy.argmax_utility`, so the gateway serves
 exactly the policy that the evaluation harness measures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, Protocol
 
 import numpy as np
 
-from router_models.policy import TIE_ATOL, argmax_utility
+from router_models.decide.policy import TIE_ATOL, argmax_utility
 
-__all__ = ["Constraints", "Decision", "NoEligibleModel", "PromptScores", "RoutingEngine", "decide", "lambda_interval"]
+__all__ = [
+    "Constraints",
+    "Decision",
+    "InvalidLambda",
+    "NoEligibleModel",
+    "PromptScores",
+    "RoutingEngine",
+    "UnknownPreset",
+    "check_lambda",
+    "decide",
+    "explain_decision",
+    "jsonable",
+    "lambda_interval",
+    "resolve_lambda",
+    "runner_up",
+]
 
 
 class NoEligibleModel(ValueError):
     """No model satisfies the request's constraints (allowed set, max cost, min quality)."""
+
+
+class InvalidLambda(ValueError):
+    """λ is not a finite number ≥ 0."""
+
+
+class UnknownPreset(ValueError):
+    """A preset name the router does not have."""
+
+
+def check_lambda(lam: float) -> float:
+    """``lam`` as a float if it is a finite number ≥ 0; :class:`InvalidLambda` otherwise. The one λ check."""
+    try:
+        value = float(lam)
+    except (TypeError, ValueError):
+        raise InvalidLambda(f"lambda must be a finite number >= 0, got {lam!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidLambda(f"lambda must be a finite number >= 0, got {lam}")
+    return value
+
+
+def resolve_lambda(lam: float | None, preset: str | None, presets: Mapping[str, float]) -> tuple[float, str | None]:
+    """(λ, preset name or None): ``lam`` when given (checked), else the named preset's (default "default")."""
+    if lam is not None:
+        return check_lambda(lam), None
+    name = preset or "default"
+    if name not in presets:
+        raise UnknownPreset(f"unknown preset {name!r}; presets: {sorted(presets)}")
+    return float(presets[name]), name
 
 
 @dataclass(frozen=True)
@@ -66,7 +112,7 @@ class Decision:
             "models": {
                 m: {"quality": self.quality[m], "cost": self.cost[m], "utility": self.utility[m]} for m in self.quality
             },
-            "lambda_interval": list(self.lambda_interval),
+            "lambda_interval": jsonable(list(self.lambda_interval)),
             "explanation": self.explanation,
         }
 
@@ -86,9 +132,9 @@ class RoutingEngine(Protocol):
 
     def score_batch(self, texts: Sequence[str]) -> list[PromptScores]: ...
 
-    def explain(
-        self, scores: PromptScores, chosen: str, runner_up: str | None, lam: float | None = None
-    ) -> dict[str, Any]: ...
+    def explain(self, scores: PromptScores, chosen: str, runner_up: str | None) -> dict[str, Any]:
+        """Why ``chosen`` over ``runner_up`` (independent of λ); :func:`explain_decision` completes it."""
+        ...
 
 
 def lambda_interval(quality: np.ndarray, cost: np.ndarray, chosen: int, eligible: np.ndarray) -> tuple[float, float]:
@@ -112,8 +158,7 @@ def decide(
     models: tuple[str, ...], scores: PromptScores, lam: float, constraints: Constraints | None = None
 ) -> Decision:
     """argmax(q − λ·c) over the models the constraints leave; ties to the cheaper. Pure."""
-    if lam < 0 or not np.isfinite(lam):
-        raise ValueError(f"lambda must be a finite number >= 0, got {lam}")
+    lam = check_lambda(lam)
     c = constraints or Constraints()
     q, cost = np.asarray(scores.quality, dtype=np.float64), np.asarray(scores.cost, dtype=np.float64)
     eligible = np.ones(len(models), dtype=bool)
@@ -142,3 +187,38 @@ def decide(
         utility={m: float(util[j]) for j, m in enumerate(models)},
         lambda_interval=lambda_interval(q, cost, best, eligible),
     )
+
+
+def runner_up(d: Decision) -> str | None:
+    """The model the explanation compares the choice with: the next in the fallback ranking."""
+    return d.ranking[1] if len(d.ranking) > 1 else None
+
+
+def explain_decision(pair: Mapping[str, Any], d: Decision) -> dict[str, Any]:
+    """The explanation of a decision, as the CLI and the gateway both give it: the engine's chosen-vs-runner-up
+    explanation (``pair``, from ``engine.explain(scores, d.model, runner_up(d))``) plus what depends on the
+    decision: the utility margin over the runner-up at ``d.lam`` and the λ interval over which the choice holds
+    against every eligible model. Strict JSON values (non-finite floats become None)."""
+    r = runner_up(d)
+    out = dict(pair)
+    out.setdefault("runner_up", r)
+    out["utility_margin"] = d.utility[d.model] - d.utility[r] if r is not None else None
+    out["lambda_interval"] = list(d.lambda_interval)
+    return dict(jsonable(out))
+
+
+def jsonable(obj: Any) -> Any:
+    """numpy → Python, non-finite floats → None, tuples → lists, paths → str, recursively: strict JSON."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, PurePath):
+        return str(obj)
+    return obj

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from router_models.artifact import TrainedRouter
+    from router_models.router import TrainedRouter
 
 __all__ = ["CHECK", "PROBES", "CheckResult", "Tolerance", "check_prompts", "record_check", "verify_router"]
 
@@ -83,8 +83,7 @@ def _predict(router: TrainedRouter, prompts: Sequence[str]) -> tuple[np.ndarray,
 
 def check_prompts(data: str | Path, n: int = 32) -> list[str]:
     """``n`` test prompts of a dataset file (picked by a stable hash of prompt_id) followed by :data:`PROBES`."""
-    from router_models.data import load_dataset
-    from router_models.harness import subsample
+    from router_models.data import load_dataset, subsample
 
     ds = subsample(load_dataset(data), 0, n).split("test")
     return [str(p) for p in ds.prompts] + list(PROBES)
@@ -92,7 +91,7 @@ def check_prompts(data: str | Path, n: int = 32) -> list[str]:
 
 def record_check(router: TrainedRouter, path: str | Path, prompts: Sequence[str]) -> Path:
     """Write ``check.json`` into the router directory ``path`` from the router's predictions now."""
-    from router_models.artifact import library_versions
+    from router_models.artifact.format import library_versions
 
     quality, cost = _predict(router, prompts)
     body = {
@@ -110,7 +109,7 @@ def record_check(router: TrainedRouter, path: str | Path, prompts: Sequence[str]
 
 def verify_router(router: TrainedRouter, path: str | Path, tol: Tolerance | None = None) -> CheckResult:
     """Recompute the recorded check of the router directory ``path`` with the installed libraries."""
-    from router_models.artifact import ArtifactError, library_versions
+    from router_models.artifact.format import ArtifactError, library_versions
 
     tol = tol or Tolerance()
     file = Path(path) / CHECK

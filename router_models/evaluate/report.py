@@ -1,6 +1,6 @@
 """Evaluation reports: ``report.json``, ``report.md`` (a table) and ``curve.png`` (quality vs cost).
 
-In:  the report dictionary built by :mod:`router_models.harness` (dataset, n_test, reference points, routers
+In:  the report dictionary built by :mod:`router_models.evaluate.harness` (dataset, n_test, reference points, routers
      with their metrics and curves).
 Out: three files in the output directory; :func:`write_report` returns their paths.
 """
@@ -72,7 +72,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from router_models.evaluate import upper_envelope
+    from router_models.evaluate.metrics import upper_envelope
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     for name, r in report["routers"].items():

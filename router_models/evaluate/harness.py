@@ -2,7 +2,7 @@
 
 In:  a routing dataset file, router names, feature settings.
 Out: the report dictionary (``report.json``'s layout) with every router's metrics and curve next to the
-     reference points; :func:`run_eval` also writes it with :func:`router_models.report.write_report`.
+     reference points; :func:`run_eval` also writes it with :func:`router_models.evaluate.report.write_report`.
 
 Every router sees the same thing: features of the prompt, training scores, and as its cost prediction
 each model's mean training cost. Hyperparameters are chosen on a validation part of train
@@ -14,16 +14,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from router_models.data import RoutingDataset, load_dataset, validation_split
-from router_models.evaluate import evaluate_router, reference_points, reference_report
-from router_models.scorers import KNNScorer, ProbeScorer, Scorer, TaskOracle, mean_cost
+from router_models.data import RoutingDataset, load_dataset, subsample, validation_split
+from router_models.evaluate.metrics import evaluate_router, reference_points, reference_report
+from router_models.scorers import Scorer, mean_cost
+from router_models.scorers.registry import presets
 
-__all__ = ["ROUTERS", "EvalConfig", "evaluate_dataset", "run_eval"]
+__all__ = ["EvalConfig", "RouterSpec", "evaluate_dataset", "harness_routers", "run_eval"]
 
 
 @dataclass(frozen=True)
@@ -35,49 +37,65 @@ class RouterSpec:
     description: str
 
 
-ROUTERS: dict[str, RouterSpec] = {
-    "knn": RouterSpec("dense", KNNScorer, "cosine kNN on the dense pooled hidden state"),
-    "dense": RouterSpec("dense", ProbeScorer, "per-model logistic/ridge probe on the dense pooled hidden state"),
-    "task_oracle": RouterSpec("task", TaskOracle, "per-task mean train score (reads the task label)"),
-    "sae_probe": RouterSpec("sae", ProbeScorer, "per-model logistic/ridge probe on pooled SAE latents"),
-    "sae_knn": RouterSpec("sae", KNNScorer, "cosine kNN on pooled SAE latents"),
-}
+def harness_routers() -> dict[str, RouterSpec]:
+    """Every registered scorer preset with the ``harness`` role (:mod:`router_models.scorers.registry`)."""
+    return {p.name: RouterSpec(p.features, partial(kind.make, p), p.description) for p, kind in presets("harness")}
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Feature settings shared by the dense routers."""
+    """Feature settings of ``sae-router eval`` (every field is one of its options)."""
 
     backbone: str = "all-MiniLM-L6-v2"
+    """Backbone for dense features: packaged name, path or hub id."""
     layer: int = -1
-    pooling: str = "mean"
+    """Hidden layer to pool (0-based block index; -1 = last)."""
+    pooling: Literal["mean", "max", "last"] = "mean"
+    """Pooling over prompt tokens."""
     max_tokens: int = 256
-    head_tokens: int = 32  # few-shot prompts share their head: keep mostly the tail (see shared data README)
+    """Prompt tokens kept (head + tail)."""
+    head_tokens: int = 32
+    """Of those, tokens kept from the start (few-shot prompts share their head: keep mostly the tail)."""
     batch_size: int = 32
+    """Prompts per backbone forward pass."""
     val_fraction: float = 0.2
-    sae: str | None = None  # SAE folder: adds "sae" features; "dense" then comes from the SAE's backbone/layer
-    max_train: int | None = None  # deterministic subsample (by prompt_id hash) to bound backbone time
+    """Share of the train split that chooses hyperparameters."""
+    sae: str | None = None
+    """SAE folder (from train-sae): enables sae_probe / sae_knn; dense features then come from the same backbone
+    and layer."""
+    max_train: int | None = None
+    """Subsample train prompts (stable hash), to bound backbone time."""
     max_test: int | None = None
+    """Subsample test prompts (stable hash)."""
     progress: bool = True
+    """Show a progress bar."""
+    cache: str | None = None
+    """Cache folder for backbones and features (default: $SAE_ROUTER_CACHE, else ~/.cache/sae-router)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _dense_features(cfg: EvalConfig, texts: list[str]) -> np.ndarray:
-    from router_models.backbone import BackboneConfig
-    from router_models.embeddings import EmbeddingSpec, embed_texts
+    from router_models.features.backbone import BackboneConfig
+    from router_models.features.embeddings import EmbeddingSpec, embed_texts
 
     bcfg = BackboneConfig(
-        name=cfg.backbone, max_tokens=cfg.max_tokens, head_tokens=cfg.head_tokens, batch_size=cfg.batch_size
+        name=cfg.backbone,
+        max_tokens=cfg.max_tokens,
+        head_tokens=cfg.head_tokens,
+        batch_size=cfg.batch_size,
+        cache=cfg.cache,
     )
     return embed_texts(texts, EmbeddingSpec(bcfg, cfg.layer, cfg.pooling), progress=cfg.progress)
 
 
 def _sae_features(cfg: EvalConfig, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(pooled SAE latents [n, 2·d_sae], dense mean-pooled state at the SAE's layer [n, d_model])."""
-    from router_models.train_router import cached_features
+    from router_models.features.cache import cached_features
 
     assert cfg.sae is not None
-    feats, _, _ = cached_features(cfg.sae, texts, cfg.max_tokens, cfg.head_tokens, progress=cfg.progress)
+    feats, _, _ = cached_features(
+        cfg.sae, texts, cfg.max_tokens, cfg.head_tokens, progress=cfg.progress, cache=cfg.cache
+    )
     return feats.dense_sparse(), feats.dense
 
 
@@ -95,20 +113,6 @@ def _features(kind: str, ds: RoutingDataset, cfg: EvalConfig, cache: dict[str, n
     return cache[kind]
 
 
-def subsample(ds: RoutingDataset, max_train: int | None, max_test: int | None) -> RoutingDataset:
-    """At most ``max_train`` / ``max_test`` prompts per split, picked by a hash of prompt_id (stable)."""
-    import hashlib
-
-    rank = np.array([int(hashlib.sha1(str(p).encode()).hexdigest(), 16) % 10**9 for p in ds.prompt_ids])
-    keep = np.zeros(ds.n_prompts, dtype=bool)
-    for split, cap in (("train", max_train), ("test", max_test)):
-        rows = np.flatnonzero(np.asarray(ds.splits) == split)
-        if cap is not None and len(rows) > cap:
-            rows = rows[np.argsort(rank[rows], kind="stable")[:cap]]
-        keep[rows] = True
-    return ds.subset(keep)
-
-
 def evaluate_dataset(
     ds: RoutingDataset, routers: list[str], cfg: EvalConfig, features: dict[str, np.ndarray] | None = None
 ) -> dict[str, Any]:
@@ -116,10 +120,11 @@ def evaluate_dataset(
 
     ``features`` optionally supplies precomputed feature matrices by kind (rows aligned with ``ds``).
     """
-    unknown = [r for r in routers if r not in ROUTERS]
+    table = harness_routers()
+    unknown = [r for r in routers if r not in table]
     if unknown:
-        raise ValueError(f"unknown router(s) {unknown}; choose from {sorted(ROUTERS)}")
-    if any(ROUTERS[r].features == "sae" for r in routers) and not cfg.sae:
+        raise ValueError(f"unknown router(s) {unknown}; choose from {sorted(table)}")
+    if any(table[r].features == "sae" for r in routers) and not cfg.sae:
         raise ValueError("SAE routers need --sae PATH (a folder written by `sae-router train-sae`)")
     if cfg.max_train is not None or cfg.max_test is not None:
         ds = subsample(ds, cfg.max_train, cfg.max_test)
@@ -132,7 +137,7 @@ def evaluate_dataset(
     cache: dict[str, np.ndarray] = dict(features or {})
     results: dict[str, Any] = {}
     for name in routers:
-        spec = ROUTERS[name]
+        spec = table[name]
         feats = _features(spec.features, ds, cfg, cache)
         started = time.perf_counter()
         scorer = spec.make().fit(feats[is_train], train.scores, val)
@@ -167,7 +172,7 @@ def evaluate_dataset(
 
 def run_eval(data: str | Path, routers: list[str], out_dir: str | Path, cfg: EvalConfig) -> dict[str, Path]:
     """Load ``data``, evaluate ``routers`` and write report.json / report.md / curve.png to ``out_dir``."""
-    from router_models.report import write_report
+    from router_models.evaluate.report import write_report
 
     report = evaluate_dataset(load_dataset(data), routers, cfg)
     return write_report(report, out_dir)

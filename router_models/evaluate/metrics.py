@@ -24,7 +24,7 @@ prompt qualify, since a deployment of one model must answer everything) and ``or
 cheapest model with the top score); :func:`random_mixing` gives the straight line of random mixing between
 cheapest and best single, with its metrics. A model without a result on a prompt is never chosen for it, by any router.
 
-numpy only; the decision itself is :func:`router_models.policy.argmax_utility`.
+numpy only; the decision itself is :func:`router_models.decide.policy.argmax_utility`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from router_models.policy import argmax_utility
+from router_models.decide.policy import argmax_utility
 
 __all__ = [
     "Curve",
@@ -289,7 +289,8 @@ def paired_bootstrap(
     n_boot: int = 200,
     seed: int = 0,
 ) -> dict[str, float]:
-    """AUC of router a minus router b, with a 95% percentile interval over prompts resampled with replacement.
+    """AUC of router a minus router b, with a 95% percentile interval over prompts resampled with replacement
+    (:func:`scipy.stats.bootstrap` over the prompt indices; non-finite draws are dropped).
 
     Both routers are scored on the same resampled prompts (reference points recomputed on each), so the
     interval is for the difference, not two overlapping intervals. pred_a, pred_b, true_q, true_c: [n, m];
@@ -303,9 +304,18 @@ def paired_bootstrap(
         a, b = (curve_metrics(sweep(p[rows], pred_c[rows], q, c, models=models), refs) for p in (pred_a, pred_b))
         return float(a["auc"] - b["auc"])
 
-    rng = np.random.default_rng(seed)
+    from scipy.stats import bootstrap
+
     n = true_q.shape[0]
-    draws = np.array([delta(np.asarray(rng.integers(0, n, n))) for _ in range(n_boot)])
+    res = bootstrap(
+        (np.arange(n),),
+        lambda rows: delta(np.asarray(rows, dtype=np.int64)),
+        n_resamples=n_boot,
+        vectorized=False,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    draws = np.asarray(res.bootstrap_distribution, dtype=np.float64)
     draws = draws[np.isfinite(draws)]
     lo, hi = np.percentile(draws, [2.5, 97.5]) if len(draws) else (np.nan, np.nan)
     return {

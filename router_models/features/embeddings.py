@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from router_models.assets import cache_root
-from router_models.backbone import Backbone, BackboneConfig
+from router_models.features.backbone import Backbone, BackboneConfig
 
 __all__ = ["EmbeddingSpec", "embed_texts", "text_hashes"]
 
@@ -61,7 +61,7 @@ def embed_texts(
     backbone: Backbone | None = None,
 ) -> np.ndarray:
     """Pooled embeddings ``[n, d_model]`` for ``texts``, computing only what the cache lacks."""
-    folder = cache_root() / "embeddings" / spec.key()
+    folder = cache_root(spec.backbone.cache) / "embeddings" / spec.key()
     hashes = text_hashes(texts)
     known = _load_cache(folder) if cache else {}
     missing = sorted({bytes(h) for h in hashes} - known.keys())

@@ -15,7 +15,7 @@ prediction's logit) is the two-parameter alternative for small validation sets. 
 ``min_count`` validation results keeps the identity map.
 
 Presets (targets relative to the best single model on the validation rows, as in
-:func:`router_models.evaluate.reference_points`):
+:func:`router_models.evaluate.metrics.reference_points`):
 
 - ``quality_share`` x: the cheapest λ whose realized quality is ≥ x · best single quality;
 - ``cost_share`` x: the best quality whose realized mean cost is ≤ x · best single cost;
@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from router_models.evaluate import reference_points, sweep
+from router_models.evaluate.metrics import reference_points, sweep
 
 __all__ = [
     "DEFAULT_PRESETS",
@@ -99,7 +99,7 @@ class Calibrator:
         other (both ways), and the best mean AUC wins (ties go to the earlier, simpler method).
         pred, scores, costs, pred_cost: [n_val, m].
         """
-        from router_models.evaluate import curve_metrics, reference_points, sweep
+        from router_models.evaluate.metrics import curve_metrics, reference_points, sweep
 
         rng = np.random.default_rng(seed)
         half = rng.permutation(len(pred)) < len(pred) // 2

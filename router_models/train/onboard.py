@@ -1,7 +1,7 @@
 """Onboarding: add a model to a trained router from its results on a small labelled set, retraining nothing else.
 
-In:  a :class:`~router_models.artifact.TrainedRouter`, the new model's name, features of a few hundred prompts
-     (:class:`~router_models.features.PromptFeatures`) with its scores on them (NaN = no result), and its
+In:  a :class:`~router_models.artifact.load.TrainedRouter`, the new model's name, features of a few hundred prompts
+     (:class:`~router_models.features.pooling.PromptFeatures`) with its scores on them (NaN = no result), and its
      prices (or observed costs on those prompts).
 Out: a new router serving one more model; the other models' predictions, the calibration maps and the
      presets are unchanged (presets are λ values, not re-targeted).
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router_models.artifact import TrainedRouter
-from router_models.costs import ModelPrice
+from router_models.decide.costs import ModelPrice
+from router_models.router import TrainedRouter
 from router_models.scorers import brier, holdout_mask
 
 if TYPE_CHECKING:
-    from router_models.features import PromptFeatures
+    from router_models.features.pooling import PromptFeatures
 
 __all__ = ["onboard"]
 

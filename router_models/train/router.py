@@ -2,7 +2,7 @@
 
 In:  routing dataset file(s) in the canonical schema, an SAE folder (``sae-router train-sae``), optional
      prices (the shared ``prices.json`` layout) and a model pool.
-Out: a router directory (:func:`router_models.artifact.save_router`) whose manifest carries the selection
+Out: a router directory (:func:`router_models.artifact.load.save_router`) whose manifest carries the selection
      report (every candidate's cross-validated AUC), calibration, presets and the **test-split** metrics of
      the selected router next to baselines fitted in the same run on the same features (kNN, dense probe,
      UniRoute clusters, SAE probe, SAE kNN, task oracle), the reference points, and the router's AUC minus the
@@ -26,47 +26,40 @@ from typing import Any
 import numpy as np
 
 from router_models.data import RoutingDataset, load_dataset, validation_split
-from router_models.features import PromptFeatures
+from router_models.features.cache import cached_features
+from router_models.features.pooling import PromptFeatures
 
-__all__ = ["TrainConfig", "cached_features", "combine", "load_prices", "train_router"]
+__all__ = ["TrainConfig", "combine", "load_prices", "train_router"]
 
 
 @dataclass
 class TrainConfig:
-    """Options of ``sae-router train``."""
+    """Options of ``sae-router train`` (every field is one)."""
 
     data: list[str]
+    """Dataset file(s); several are combined."""
     sae: str
+    """SAE folder from `sae-router train-sae`."""
     out: str
-    models: list[str] = field(default_factory=list)  # model pool; empty = every model of the data
-    complete_models: bool = False  # keep only models with a result on every prompt
-    prices: str | None = None  # prices.json (file -> model -> input/output per Mtok)
+    """Router directory to write."""
+    models: list[str] = field(default_factory=list)
+    """Model pool, comma-separated (default: every model of the data)."""
+    complete_models: bool = False
+    """Keep only models with a result on every prompt."""
+    prices: str | None = None
+    """prices.json (dataset -> model -> $/Mtok in/out)."""
     max_train: int | None = None
+    """Subsample train prompts (stable hash)."""
     max_test: int | None = None
+    """Subsample test prompts (stable hash)."""
     max_tokens: int = 128
+    """Prompt tokens kept (head + tail)."""
     overwrite: bool = False
+    """Replace an existing --out."""
     progress: bool = True
-
-
-def cached_features(
-    sae_dir: str | Path, texts: Sequence[str], max_tokens: int = 128, head_tokens: int = 32, progress: bool = True
-) -> tuple[PromptFeatures, Any, Any]:
-    """Features of ``texts`` through the SAE's backbone (cached per text); returns (features, bcfg, encoder)."""
-    from router_models.assets import cache_root
-    from router_models.backbone import Backbone, BackboneConfig
-    from router_models.features import FeatureCache, extract_features, make_encoder
-
-    meta = json.loads((Path(sae_dir) / "sae_router.json").read_text())
-    bcfg = BackboneConfig(name=meta["backbone"]["name"], max_tokens=max_tokens, head_tokens=head_tokens)
-    encoder = make_encoder(sae_dir)
-    key = [bcfg.name, bcfg.max_tokens, bcfg.head_tokens, bcfg.chat_template, encoder.fingerprint, "max,mean"]
-    holder: dict[str, Backbone] = {}
-
-    def compute(todo: list[str]) -> PromptFeatures:
-        holder.setdefault("bb", Backbone.load(bcfg))
-        return extract_features(holder["bb"], encoder, todo, progress=progress)
-
-    return FeatureCache(cache_root(), key).get_or_compute(list(texts), compute), bcfg, encoder
+    """Show a progress bar."""
+    cache: str | None = None
+    """Cache folder for backbones and features (default: $SAE_ROUTER_CACHE, else ~/.cache/sae-router)."""
 
 
 def combine(datasets: Sequence[RoutingDataset]) -> RoutingDataset:
@@ -88,7 +81,7 @@ def combine(datasets: Sequence[RoutingDataset]) -> RoutingDataset:
 
 def load_prices(path: str | Path | None, dataset_names: Sequence[str]) -> dict[str, Any] | None:
     """Per-model token prices from a prices.json (file -> model -> prices), merged over the named datasets."""
-    from router_models.costs import parse_prices
+    from router_models.decide.costs import parse_prices
 
     if path is None:
         return None
@@ -109,20 +102,18 @@ def _baselines(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Baselines fitted on the same train rows and features, scored on test with the router's cost model;
     returns (their report entries, their test predictions)."""
-    from router_models.evaluate import evaluate_router
-    from router_models.scorers import ClusterScorer, KNNScorer, ProbeScorer, TaskOracle
+    from router_models.evaluate.metrics import evaluate_router
+    from router_models.scorers.registry import presets
 
-    runs: dict[str, tuple[Any, Any, Any]] = {
-        "knn (dense)": (KNNScorer(), feats_train.dense, feats_test.dense),
-        "dense probe": (ProbeScorer(), feats_train.dense, feats_test.dense),
-        "cluster (dense)": (ClusterScorer(), feats_train.dense, feats_test.dense),
-        "sae probe": (ProbeScorer(top_k=(64, 256, None)), feats_train.sparse, feats_test.sparse),
-        "sae knn": (KNNScorer(), feats_train.sparse, feats_test.sparse),
-        "task oracle (uses task label)": (TaskOracle(), np.asarray(train.tasks), np.asarray(test.tasks)),
+    views = {
+        "dense": (feats_train.dense, feats_test.dense),
+        "sae": (feats_train.sparse, feats_test.sparse),
+        "task": (np.asarray(train.tasks), np.asarray(test.tasks)),
     }
     out, preds = {}, {}
-    for name, (scorer, x_train, x_test) in runs.items():
-        preds[name] = q = scorer.fit(x_train, train.scores, val).predict_quality(x_test)
+    for p, kind in presets("baseline"):
+        name, (x_train, x_test) = p.label or p.name, views[p.features]
+        preds[name] = q = kind.make(p).fit(x_train, train.scores, val).predict_quality(x_test)
         res = evaluate_router(q, pred_cost, test.scores, test.costs, tuple(test.models))
         out[name] = {k: res[k] for k in ("auc", "cost_at_95", "peak_quality", "quality_at_best_cost", "curve")}
     return out, preds
@@ -136,7 +127,7 @@ def _versus_best_baseline(
     test: RoutingDataset,
 ) -> dict[str, Any]:
     """The router's test AUC minus the best deployable baseline's, with a paired bootstrap 95% interval."""
-    from router_models.evaluate import paired_bootstrap
+    from router_models.evaluate.metrics import paired_bootstrap
 
     deployable = [k for k in baselines if "oracle" not in k]
     best = max(deployable, key=lambda k: baselines[k]["auc"])
@@ -146,10 +137,11 @@ def _versus_best_baseline(
 
 def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     """Fit, select, calibrate, evaluate on test and save; returns (router, test report)."""
-    from router_models.artifact import FeatureSpec, save_router
-    from router_models.evaluate import evaluate_router, reference_points, reference_report
-    from router_models.harness import subsample
-    from router_models.selection import fit_router
+    from router_models.artifact.save import save_router
+    from router_models.data import subsample
+    from router_models.evaluate.metrics import evaluate_router, reference_points, reference_report
+    from router_models.features.spec import FeatureSpec
+    from router_models.train.selection import fit_router
 
     started = time.perf_counter()
     datasets = [load_dataset(p) for p in cfg.data]
@@ -161,7 +153,9 @@ def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     ds = subsample(ds, cfg.max_train, cfg.max_test)
     train, test = ds.split("train"), ds.split("test")
     texts_train, texts_test = [str(p) for p in train.prompts], [str(p) for p in test.prompts]
-    feats, bcfg, encoder = cached_features(cfg.sae, texts_train + texts_test, cfg.max_tokens, progress=cfg.progress)
+    feats, bcfg, encoder = cached_features(
+        cfg.sae, texts_train + texts_test, cfg.max_tokens, progress=cfg.progress, cache=cfg.cache
+    )
     n = len(texts_train)
     f_train, f_test = feats.rows(slice(None, n)), feats.rows(slice(n, None))
     labels_file = Path(cfg.sae) / "labels.json"
@@ -199,24 +193,31 @@ def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     return router, report
 
 
-def artifact_features(router: Any, artifact: str | Path, texts: Sequence[str], progress: bool = True) -> PromptFeatures:
-    """Features of ``texts`` as the artifact's manifest defines them (cached)."""
+def artifact_features(
+    router: Any, artifact: str | Path, texts: Sequence[str], progress: bool = True, cache: str | Path | None = None
+) -> PromptFeatures:
+    """Features of ``texts`` as the artifact's manifest defines them (cached under ``cache``)."""
     spec = router.spec
-    feats, _, _ = cached_features(Path(artifact) / "sae", texts, spec.max_tokens, spec.head_tokens, progress=progress)
+    sae = Path(artifact) / "sae"
+    feats, _, _ = cached_features(sae, texts, spec.max_tokens, spec.head_tokens, progress=progress, cache=cache)
     return feats
 
 
 def evaluate_artifact(
-    artifact: str | Path, data: str | Path, max_test: int | None = None, progress: bool = True
+    artifact: str | Path,
+    data: str | Path,
+    max_test: int | None = None,
+    progress: bool = True,
+    cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score a trained router as it is (no refitting) on the test split of ``data``.
 
     The dataset may be one the router never saw and may hold only part of its pool: the router chooses among
     the models both share, and the reference points are computed over those models.
     """
-    from router_models.artifact import load_router
-    from router_models.evaluate import evaluate_router, reference_points, reference_report
-    from router_models.harness import subsample
+    from router_models.artifact.load import load_router
+    from router_models.data import subsample
+    from router_models.evaluate.metrics import evaluate_router, reference_points, reference_report
 
     router = load_router(artifact, load_backbone=False)
     test = subsample(load_dataset(data), 0, max_test).split("test")
@@ -227,7 +228,7 @@ def evaluate_artifact(
     keep = ~np.isnan(test.scores).all(axis=1)
     test = test.subset(keep)
     texts = [str(p) for p in test.prompts]
-    q, c = router.predict(artifact_features(router, artifact, texts, progress), texts)
+    q, c = router.predict(artifact_features(router, artifact, texts, progress, cache), texts)
     idx = [router.models.index(m) for m in shared]
     refs = reference_points(test.scores, test.costs, tuple(shared))
     reference = reference_report(refs)
