@@ -38,7 +38,16 @@ from service.models import ChatMessage, jsonable, scores_from_json, scores_to_js
 from service.store import ScoreCache
 from service.worker import Scorer
 
-__all__ = ["RouteResult", "RoutedText", "RouterService", "Target", "message_text", "parse_target", "routed_text"]
+__all__ = [
+    "RouteResult",
+    "RoutedText",
+    "RouterService",
+    "Target",
+    "message_text",
+    "parse_target",
+    "routed_text",
+    "shown",
+]
 
 _EXCLUDED_ROLES = ("system", "developer")
 _CUT = "\n…\n"
@@ -95,8 +104,14 @@ def parse_lambda(lam: float | None, preset: str | None, presets: dict[str, float
         return Target(lam=lam)
     name = preset or "default"
     if name not in presets:
-        raise UnknownModel(f"unknown preset {name!r}; presets: {sorted(presets)}", param="preset")
+        raise UnknownModel(f"unknown preset {shown(name)}; presets: {sorted(presets)}", param="preset")
     return Target(lam=presets[name], preset=name)
+
+
+def shown(name: str, limit: int = 64) -> str:
+    """``repr(name)``, cut to about ``limit`` characters: error bodies name what was asked without echoing
+    a 100 KB model name back."""
+    return repr(name) if len(name) <= limit else repr(name[:limit]) + f"… ({len(name)} characters)"
 
 
 def parse_target(model: str, presets: dict[str, float], backend_of_name: dict[str, str]) -> Target:
@@ -111,7 +126,7 @@ def parse_target(model: str, presets: dict[str, float], backend_of_name: dict[st
             lam = float(arg)
         except ValueError:
             raise UnknownModel(
-                f"unknown model {model!r}: use router, router:<λ>, or router:<preset> with a preset in "
+                f"unknown model {shown(model)}: use router, router:<λ>, or router:<preset> with a preset in "
                 f"{sorted(presets)}",
                 param="model",
             ) from None
@@ -120,7 +135,7 @@ def parse_target(model: str, presets: dict[str, float], backend_of_name: dict[st
         return Target(lam=lam)
     if model in backend_of_name:
         return Target(backend=backend_of_name[model])
-    raise UnknownModel(f"unknown model {model!r}; GET /v1/models lists the models served", param="model")
+    raise UnknownModel(f"unknown model {shown(model)}; GET /v1/models lists the models served", param="model")
 
 
 @dataclass(frozen=True)
