@@ -143,7 +143,7 @@ class Gateway:
 
     def _activate(self, scorer: BatchingWorker | RemoteScorer, catalog: Catalog) -> None:
         assert self.client is not None
-        router = RouterService(scorer, self.cache, self.metrics)
+        router = RouterService(scorer, self.cache, self.metrics, self.settings.routing)
         self._ready = _Ready(scorer, catalog, router, Upstreams(self.client, catalog, self.settings, self.metrics))
         self.not_ready = ""
         if catalog.excluded:
@@ -271,7 +271,9 @@ class Gateway:
                 candidates = [ready.catalog.backend_of[m] for m in result.decision.ranking]
                 predicted = {ready.catalog.backend_of[m]: result.decision.cost[m] for m in result.decision.ranking}
                 ctx.cache = "hit" if result.cache_hit else "miss"
-                ctx.headers["x-router-lambda"] = f"{target.lam:g}"
+                ctx.headers["x-router-lambda"] = f"{result.decision.lam:g}"
+                if result.ood.flagged:
+                    ctx.headers["x-router-ood"] = result.ood.action
         ctx.headers["x-router-overhead-ms"] = f"{ctx.elapsed_ms():.2f}"
         try:
             reply = await ready.upstreams.forward(raw, candidates, stream=bool(req.stream), request_id=ctx.request_id)

@@ -144,6 +144,13 @@ class RoutingSettings(_Section):
     # a backend name: where routed chat requests go while the router cannot score (remote feature worker
     # down, scoring failed); None = they fail with 503/500 instead
     unavailable_backend: str | None = None
+    # Out-of-distribution prompts (cost-escalation defence, see benchmarks/cost_escalation.py): a prompt whose
+    # SAE reconstruction error is above ood_threshold is flagged in /route's `ood`. ood_policy "flag" only
+    # reports it; "cap" also routes it at λ >= the λ of preset ood_preset, so text unlike anything the router
+    # was trained on cannot push the choice toward an expensive model. None: no threshold (never flagged).
+    ood_threshold: float | None = Field(default=None, gt=0)
+    ood_policy: Literal["flag", "cap"] = "flag"
+    ood_preset: str = "cheap"
 
     @model_validator(mode="after")
     def _check_head(self) -> Self:

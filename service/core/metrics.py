@@ -38,6 +38,7 @@ class Metrics:
     redis_fallback_ops: Counter  # op; calls served in-process while Redis was configured but down
     redis_replayed: Counter  # usage increments counted in-process during an outage, written to Redis after it
     router_unavailable: Counter  # routed requests sent to routing.unavailable_backend because scoring failed
+    ood: Counter  # action; prompts flagged out-of-distribution (routing.ood_threshold)
     shutdown_cut: Counter  # streams ended with an SSE error event because the shutdown grace ran out
 
     @classmethod
@@ -66,6 +67,7 @@ class Metrics:
             redis_fallback_ops=Counter(p + "redis_fallback_ops", "Ops served in-process", ["op"], registry=r),
             redis_replayed=Counter(p + "redis_replayed", "Outage usage written to Redis later", registry=r),
             router_unavailable=Counter(p + "router_unavailable", "Routed without scores", registry=r),
+            ood=Counter(p + "ood", "Prompts flagged out-of-distribution", ["action"], registry=r),
             shutdown_cut=Counter(p + "shutdown_cut", "Streams cut by the shutdown grace", registry=r),
         )
 

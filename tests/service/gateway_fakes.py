@@ -8,7 +8,8 @@
     "hard"            .10 .40 .95                      large-model
 
 A fourth model, ``orphan-model``, is predicted best and free for every prompt; tests give it no backend, so
-it must never be chosen. ``sleep_s`` makes ``score_batch`` slow, to observe batching.
+it must never be chosen. Its reconstruction error (``extras["recon_error"]``, the out-of-distribution
+score) is 0.9 for prompts containing "gibberish", else 0.1. ``sleep_s`` makes ``score_batch`` slow, to observe batching.
 
 The upstream serves ``POST /{behavior}/v1/chat/completions``; ``behavior`` picks the script: ``ok``,
 ``e429``, ``e500``, ``e502``, ``e503``, ``e400``, ``e401``, ``e403``, ``hang`` (sleeps past any test timeout),
@@ -112,7 +113,8 @@ class FakeEngine:
         f = np.zeros(len(FEATURES), dtype=np.float32)
         f[0], f[1], f[2] = "easy" in low, "hard" in low, "def " in low
         f[3], f[4], f[5] = min(len(text) / 1000, 1.0), "?" in text, any(c.isdigit() for c in text)
-        return PromptScores(np.array([*q, 1.0]), COSTS.copy(), f, {"n_chars": len(text)})
+        recon = 0.9 if "gibberish" in low else 0.1  # the SAE reconstruction error a trained router reports
+        return PromptScores(np.array([*q, 1.0]), COSTS.copy(), f, {"n_chars": len(text), "recon_error": recon})
 
     def explain(self, scores: PromptScores, chosen: str, runner_up: str | None) -> dict[str, Any]:
         assert scores.features is not None

@@ -352,3 +352,33 @@ def test_the_request_log_line_is_configurable(
         assert client.post("/route", json={"prompt": "x"}).status_code == 401
     assert {line["status"] for line in log_lines if line["msg"] == "request"} == logged
     assert all(None not in line.values() for line in log_lines if line["msg"] == "request")
+
+
+# --- cost escalation: the out-of-distribution score and policy ---------------------------------------------
+@pytest.mark.parametrize(
+    ("policy", "prompt", "model", "flagged", "action"),
+    [
+        ("flag", "a hard proof", "large-model", False, "none"),
+        ("flag", "a hard proof gibberish", "large-model", True, "flag"),
+        ("cap", "a hard proof", "large-model", False, "none"),
+        ("cap", "a hard proof gibberish", "small-model", True, "cap"),  # routed at the cheap preset's λ
+    ],
+)
+def test_route_reports_the_ood_score_and_applies_the_policy(
+    make_settings: SettingsFactory, policy: str, prompt: str, model: str, flagged: bool, action: str
+) -> None:
+    settings = make_settings(routing={"ood_threshold": 0.5, "ood_policy": policy, "ood_preset": "cheap"})
+    with gateway(settings) as client:
+        routed = client.post("/route", json={"prompt": prompt}, headers=CLIENT_AUTH).json()
+        r = chat(client, prompt)
+        flagged_count = metric(client, f'sae_router_ood_total{{action="{action}"}}')
+    assert routed["model"] == model and r.headers["x-router-model"] == model
+    assert routed["ood"] == {
+        "score": 0.9 if flagged else 0.1,
+        "threshold": 0.5,
+        "out_of_distribution": flagged,
+        "action": action,
+    }
+    assert r.headers.get("x-router-ood") == (action if flagged else None)
+    assert routed["lambda"] == (1000.0 if action == "cap" else 10.0)
+    assert flagged_count == (2 if flagged else 0)

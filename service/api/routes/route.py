@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import CallerDep, CtxDep, GatewayDep, RouteBody, body_schema
-from service.models import ChatMessage, ModelScoresPublic, RouteCreate, RoutePublic, jsonable
+from service.models import ChatMessage, ModelScoresPublic, OodPublic, RouteCreate, RoutePublic, jsonable
 from service.routing import parse_lambda, routed_text
 
 router = APIRouter(tags=["routing"])
@@ -42,4 +42,10 @@ async def create_route(caller: CallerDep, body: RouteBody, gateway: GatewayDep, 
         routing_ms=round(result.routing_ms, 3),
         routed_chars=len(routed.text),
         truncated=routed.truncated,
+        ood=OodPublic(
+            score=result.ood.score,
+            threshold=result.ood.threshold,
+            out_of_distribution=result.ood.flagged,
+            action=result.ood.action,
+        ),
     )
