@@ -62,6 +62,7 @@ class Gateway:
     _ready: _Ready | None = None
     _connector: asyncio.Task[None] | None = None
     _warming: asyncio.Task[None] | None = None
+    _draining: bool = False
 
     def __post_init__(self) -> None:
         self.keys = KeyRing(self.settings.auth, self.settings.rate_limit)
@@ -137,7 +138,9 @@ class Gateway:
         return self.ready
 
     def begin_shutdown(self, grace_s: float) -> None:
-        """The server stopped accepting: in-flight streams get ``grace_s`` more seconds (see Upstreams.drain)."""
+        """The server stopped accepting: in-flight streams get ``grace_s`` more seconds (see Upstreams.drain).
+        /readyz says 503 from now on; requests in flight still complete and are accounted."""
+        self._draining = True
         if self._ready is not None:
             self._ready.upstreams.drain(grace_s)
 
@@ -190,9 +193,10 @@ class Gateway:
 
     def readiness(self) -> dict[str, Any]:
         r = self._ready
+        reason = self.not_ready or ("shutting down" if self._draining else "")
         return {
-            "status": "not_ready" if self.not_ready else "ready",
-            "reason": self.not_ready or None,
+            "status": "not_ready" if reason else "ready",
+            "reason": reason or None,
             "router": None
             if r is None
             else {

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+import redis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -47,10 +49,12 @@ from starlette.routing import Route
 
 from router_models.costs import ModelPrice
 from router_models.engine import PromptScores
-from service.core.config import ServerSettings
+from service.core.config import ServerSettings, Settings
 from service.core.server import build_server
+from service.main import create_app
 
 __all__ = [
+    "CHAT",
     "CLIENT_AUTH",
     "CLIENT_KEY",
     "MODELS",
@@ -59,9 +63,13 @@ __all__ = [
     "FakeEngine",
     "FakeUpstream",
     "RedisServer",
+    "chat",
     "free_port",
+    "gateway",
     "make_upstream_app",
+    "metric",
     "redis_binary",
+    "redis_requests",
     "serve",
     "serving",
     "sha256",
@@ -364,3 +372,35 @@ def wait_ready(client: Any, timeout_s: float = 10) -> None:
     while (r := client.get("/readyz")).status_code != 200:
         assert time.monotonic() < deadline, r.text
         time.sleep(0.02)
+
+
+# --- a served gateway and what tests ask of it -------------------------------------------------------------
+CHAT = "/v1/chat/completions"
+
+
+@contextlib.contextmanager
+def gateway(settings: Settings, engine: Any = None) -> Iterator[httpx.Client]:
+    """The gateway app served by the production server on loopback; yields a keep-alive client to it."""
+    app = create_app(settings, engine or FakeEngine())
+    with serving(app, settings.server) as (url, _), httpx.Client(base_url=url, timeout=10) as client:
+        wait_ready(client)
+        yield client
+
+
+def metric(client: httpx.Client, line_start: str) -> float:
+    """The value of the first /metrics line starting with ``line_start`` (0 when absent)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def chat(client: httpx.Client, prompt: str = "hi", **extra: Any) -> httpx.Response:
+    body = {"model": "router", "messages": [{"role": "user", "content": prompt}], **extra}
+    return client.post(CHAT, json=body, headers=CLIENT_AUTH)
+
+
+def redis_requests(url: str, prefix: str) -> int:
+    with redis.Redis.from_url(url) as r:
+        stored = r.hgetall(f"{prefix}:usage:team-a")
+    return sum(int(v) for k, v in stored.items() if k.decode().startswith("requests:"))

@@ -17,8 +17,19 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_fakes import CLIENT_KEY, FakeEngine, FakeUpstream, RedisServer, free_port, serving, wait_ready
-from test_reliability import chat, gateway, metric, redis_requests
+from gateway_fakes import (
+    CLIENT_KEY,
+    FakeEngine,
+    FakeUpstream,
+    RedisServer,
+    chat,
+    free_port,
+    gateway,
+    metric,
+    redis_requests,
+    serving,
+    wait_ready,
+)
 
 from service.core.config import Settings
 from service.main import create_app

@@ -22,24 +22,25 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
-from gateway_fakes import CLIENT_AUTH, FakeEngine, FakeUpstream, RedisServer, serving, wait_ready
+from gateway_fakes import (
+    CHAT,
+    CLIENT_AUTH,
+    FakeEngine,
+    FakeUpstream,
+    RedisServer,
+    chat,
+    gateway,
+    metric,
+    redis_requests,
+    serving,
+    wait_ready,
+)
 
 from service.core.config import Settings
 from service.core.logging import JsonFormatter
 from service.main import create_app
 
 SettingsFactory = Callable[..., Settings]
-CHAT = "/v1/chat/completions"
-
-
-@contextlib.contextmanager
-def gateway(settings: Settings, engine: Any = None) -> Iterator[httpx.Client]:
-    """The gateway app served by the production server on loopback; yields a keep-alive client to it."""
-    app = create_app(settings, engine or FakeEngine())
-    with serving(app, settings.server) as (url, _), httpx.Client(base_url=url, timeout=10) as client:
-        wait_ready(client)
-        yield client
 
 
 def with_backends(settings: Settings, **fields: Any) -> Settings:
@@ -57,14 +58,6 @@ def assert_openai_error(r: httpx.Response, status: int, code: str | None = None)
         assert error["code"] == code
     assert r.headers.get("x-request-id")
     return dict(error)
-
-
-def metric(client: httpx.Client, line_start: str) -> float:
-    """The value of the first /metrics line starting with ``line_start`` (0 when absent)."""
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 class Lines(logging.Handler):
@@ -156,17 +149,6 @@ def test_an_unhandled_error_is_a_500_with_request_id_on_a_live_connection(
 
 
 # --- 3. usage counted while Redis was down reaches Redis ---------------------------------------------------
-def chat(client: httpx.Client, prompt: str = "hi", **extra: Any) -> httpx.Response:
-    body = {"model": "router", "messages": [{"role": "user", "content": prompt}], **extra}
-    return client.post(CHAT, json=body, headers=CLIENT_AUTH)
-
-
-def redis_requests(url: str, prefix: str) -> int:
-    with redis.Redis.from_url(url) as r:
-        stored = r.hgetall(f"{prefix}:usage:team-a")
-    return sum(int(v) for k, v in stored.items() if k.decode().startswith("requests:"))
-
-
 def test_usage_counted_during_a_redis_outage_reaches_redis(
     make_settings: SettingsFactory, own_redis: RedisServer
 ) -> None:
