@@ -189,6 +189,7 @@ def test_redis_stopped_and_restarted_under_steady_traffic(
         for w in workers:
             w.start()
         time.sleep(0.5)
+        before = redis_requests(own_redis.url, settings.redis_prefix)  # lost with Redis: it keeps no data
         own_redis.stop()
         time.sleep(1.0)
         own_redis.start()
@@ -197,14 +198,16 @@ def test_redis_stopped_and_restarted_under_steady_traffic(
         for w in workers:
             w.join()
         deadline = time.monotonic() + 10
-        while redis_requests(own_redis.url, settings.redis_prefix) < len(codes):
+        while redis_requests(own_redis.url, settings.redis_prefix) < len(codes) - before - 8:
             assert time.monotonic() < deadline, "usage counted during the outage did not reach Redis"
             time.sleep(0.05)
         assert metric(client, "sae_router_redis_degraded ") == 0
     assert len(codes) > 20 and set(codes) == {200}
-    # every request made after the restart plus every one counted in memory: Redis restarted empty, so it
-    # holds at least the outage's and the later ones, and never more than were made
-    assert redis_requests(own_redis.url, settings.redis_prefix) <= len(codes)
+    # Redis restarted empty: it must hold every request answered after `before` was read (the outage's,
+    # replayed, and the later ones), short only of those whose usage landed in the old Redis in the few
+    # milliseconds between that read and the stop (at most a couple per client)
+    after = redis_requests(own_redis.url, settings.redis_prefix)
+    assert len(codes) - before - 8 <= after <= len(codes) - before
 
 
 def test_worker_killed_and_restarted_under_load(make_settings: SettingsFactory, upstream: FakeUpstream) -> None:
