@@ -22,11 +22,11 @@ from router_models.decide.engine import Constraints, RoutingEngine
 from service.auth import Caller, KeyRing
 from service.catalog import Catalog, build_catalog
 from service.core.config import Settings
-from service.core.errors import ConfigError, NotReady, RateLimited, UnknownModel, UpstreamError
+from service.core.errors import ConfigError, EngineError, NotReady, RateLimited, UnknownModel, UpstreamError
 from service.core.metrics import Metrics
 from service.core.middleware import RequestContext
 from service.models import ChatCompletionCreate
-from service.routing import RouteResult, RouterService, Target, message_text, parse_target, routed_text
+from service.routing import RouteResult, RouterService, Target, message_text, parse_target, routed_text, shown
 from service.store import RateLimiter, RedisLink, ScoreCache, Usage, UsageStore
 from service.upstream import StreamStats, UpstreamReply, Upstreams
 from service.worker import BatchingWorker, RemoteScorer
@@ -61,6 +61,8 @@ class Gateway:
     usage: UsageStore = field(init=False)
     _ready: _Ready | None = None
     _connector: asyncio.Task[None] | None = None
+    _warming: asyncio.Task[None] | None = None
+    _draining: bool = False
 
     def __post_init__(self) -> None:
         self.keys = KeyRing(self.settings.auth, self.settings.rate_limit)
@@ -100,6 +102,8 @@ class Gateway:
         self.limiter, self.usage = RateLimiter(self.redis), UsageStore(self.redis)
 
     async def _start_local(self, engine: RoutingEngine | None) -> None:
+        """Load the router and check the backends now (a bad config refuses to start); warm it up in the
+        background, so /healthz and /readyz (503 until warm) answer while the first batch loads the backbone."""
         s = self.settings
         if engine is None:
             from service.engine import load_engine  # lazy: pulls in torch and the artifact loader
@@ -110,16 +114,39 @@ class Gateway:
         b = s.batching
         worker = BatchingWorker(engine, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms, metrics=self.metrics)
         self.not_ready = "warming up the router"
+        self._warming = asyncio.create_task(self._warm(worker, catalog), name="sae-router-warm-up")
+
+    async def _warm(self, worker: BatchingWorker, catalog: Catalog) -> None:
         try:
             await worker.start()
+        except Exception as exc:
+            await worker.aclose()
+            self.not_ready = f"the router failed to warm up ({type(exc).__name__})"
+            log.error("%s", self.not_ready, exc_info=exc)
+            return
         except BaseException:
             await worker.aclose()
             raise
         self._activate(worker, catalog)
 
+    async def wait_ready(self) -> _Ready:
+        """:attr:`ready`, after waiting (up to ``server.warmup_wait_s``) for a warm-up still in progress."""
+        warming = self._warming
+        if warming is not None and not warming.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(warming), self.settings.server.warmup_wait_s)
+        return self.ready
+
+    def begin_shutdown(self, grace_s: float) -> None:
+        """The server stopped accepting: in-flight streams get ``grace_s`` more seconds (see Upstreams.drain).
+        /readyz says 503 from now on; requests in flight still complete and are accounted."""
+        self._draining = True
+        if self._ready is not None:
+            self._ready.upstreams.drain(grace_s)
+
     def _activate(self, scorer: BatchingWorker | RemoteScorer, catalog: Catalog) -> None:
         assert self.client is not None
-        router = RouterService(scorer, self.cache, self.metrics)
+        router = RouterService(scorer, self.cache, self.metrics, self.settings.routing)
         self._ready = _Ready(scorer, catalog, router, Upstreams(self.client, catalog, self.settings, self.metrics))
         self.not_ready = ""
         if catalog.excluded:
@@ -146,10 +173,11 @@ class Gateway:
 
     async def aclose(self) -> None:
         self.not_ready = "shutting down"
-        if self._connector is not None:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connector
+        for task in (self._connector, self._warming):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._ready is not None and isinstance(self._ready.scorer, BatchingWorker):
             await self._ready.scorer.aclose()
         if self.redis is not None:
@@ -165,9 +193,10 @@ class Gateway:
 
     def readiness(self) -> dict[str, Any]:
         r = self._ready
+        reason = self.not_ready or ("shutting down" if self._draining else "")
         return {
-            "status": "not_ready" if self.not_ready else "ready",
-            "reason": self.not_ready or None,
+            "status": "not_ready" if reason else "ready",
+            "reason": reason or None,
             "router": None
             if r is None
             else {
@@ -212,12 +241,14 @@ class Gateway:
         *,
         explain: bool = False,
     ) -> RouteResult:
-        ready = self.ready
+        ready = await self.wait_ready()
         allowed = ready.catalog.allowed
         if models is not None:
             unknown = [m for m in models if ready.catalog.backend(m) is None]
             if unknown:
-                raise UnknownModel(f"unknown model(s) {unknown}; GET /v1/models lists them", param="models")
+                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                names = ", ".join(shown(m) for m in unknown[:5]) + more
+                raise UnknownModel(f"unknown model(s) {names}; GET /v1/models lists them", param="models")
             wanted = {ready.catalog.router_name[b] for b in map(ready.catalog.names.__getitem__, models)}
             allowed = tuple(m for m in allowed if m in wanted)
         return await ready.router.route(text, lam, Constraints(allowed, max_cost, min_quality), explain=explain)
@@ -226,7 +257,7 @@ class Gateway:
         self, caller: Caller, req: ChatCompletionCreate, raw: dict[str, Any], ctx: RequestContext
     ) -> UpstreamReply:
         """A chat completion: admit, route (unless a backend was named), forward with fallback, account."""
-        ready = self.ready
+        ready = await self.wait_ready()
         target: Target = parse_target(req.model, ready.scorer.presets, ready.catalog.names)
         text = routed_text(req.messages, self.settings.routing).text if target.backend is None else ""
         prompt_tokens = estimate_tokens(sum(len(message_text(m)) for m in req.messages))
@@ -236,11 +267,17 @@ class Gateway:
             candidates = [target.backend]
         else:
             assert target.lam is not None
-            result = await self.decide(text, target.lam)
-            candidates = [ready.catalog.backend_of[m] for m in result.decision.ranking]
-            predicted = {ready.catalog.backend_of[m]: result.decision.cost[m] for m in result.decision.ranking}
-            ctx.cache = "hit" if result.cache_hit else "miss"
-            ctx.headers["x-router-lambda"] = f"{target.lam:g}"
+            try:
+                result = await self.decide(text, target.lam)
+            except (NotReady, EngineError) as exc:
+                candidates = self._unrouted(exc)
+            else:
+                candidates = [ready.catalog.backend_of[m] for m in result.decision.ranking]
+                predicted = {ready.catalog.backend_of[m]: result.decision.cost[m] for m in result.decision.ranking}
+                ctx.cache = "hit" if result.cache_hit else "miss"
+                ctx.headers["x-router-lambda"] = f"{result.decision.lam:g}"
+                if result.ood.flagged:
+                    ctx.headers["x-router-ood"] = result.ood.action
         ctx.headers["x-router-overhead-ms"] = f"{ctx.elapsed_ms():.2f}"
         try:
             reply = await ready.upstreams.forward(raw, candidates, stream=bool(req.stream), request_id=ctx.request_id)
@@ -263,6 +300,16 @@ class Gateway:
                 usage, chars = reply.body.get("usage"), _content_chars(reply.body)
                 await self.account(caller, reply.backend, prompt_tokens, usage, chars, cost)
         return reply
+
+    def _unrouted(self, exc: NotReady | EngineError) -> list[str]:
+        """Where a routed request goes when the router cannot score it (e.g. the remote worker is down):
+        ``routing.unavailable_backend`` if configured, else the error stands."""
+        backend = self.settings.routing.unavailable_backend
+        if backend is None:
+            raise exc
+        self.metrics.router_unavailable.inc()
+        log.warning("router unavailable (%s): sending to %s", exc.message, backend)
+        return [backend]
 
     async def _account_stream(
         self, caller: Caller, backend: str, prompt_tokens: int, stats: StreamStats, predicted: float | None

@@ -47,12 +47,20 @@ def create_app(settings: Settings, engine: RoutingEngine | None = None) -> FastA
 
     app = FastAPI(title="sae-router gateway", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gateway
+    app.state.begin_shutdown = gateway.begin_shutdown  # called by service.core.server when shutdown starts
     app.include_router(api_router)
     install_error_handlers(app)
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, metrics=gateway.metrics, logger=log)
+    app.add_middleware(
+        GatewayMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=gateway.metrics,
+        logger=log,
+        request_log=settings.server.request_log,
+        guard=gateway.keys.authenticate if settings.auth.protect_meta else None,
+    )
     return app
 
 
 def serve(settings: Settings) -> None:
     """Run the gateway with uvicorn on ``settings.host:settings.port`` (blocks). JSON logs on stderr."""
-    serve_app(lambda: create_app(settings), settings.host, settings.port, settings.log_level, graceful_shutdown_s=30)
+    serve_app(lambda: create_app(settings), settings.host, settings.port, settings.log_level, settings.server)

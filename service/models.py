@@ -19,6 +19,7 @@ __all__ = [
     "ExplainCreate",
     "ModelListPublic",
     "ModelPublic",
+    "OodPublic",
     "RouteCreate",
     "RoutePublic",
     "ScoreCreate",
@@ -77,6 +78,13 @@ class ModelScoresPublic(BaseModel):
     utility: float | None
 
 
+class OodPublic(BaseModel):
+    score: float | None  # SAE reconstruction error of the routed text (None: the router reports none)
+    threshold: float | None  # routing.ood_threshold
+    out_of_distribution: bool
+    action: str  # none | flag | cap (λ raised to routing.ood_preset's) | cap-unchanged
+
+
 class RoutePublic(BaseModel):
     object: Literal["route"] = "route"
     model: str  # backend name to call
@@ -93,6 +101,7 @@ class RoutePublic(BaseModel):
     routing_ms: float
     routed_chars: int
     truncated: bool
+    ood: OodPublic
 
 
 class ModelPublic(BaseModel):

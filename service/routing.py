@@ -19,6 +19,11 @@ The multi-turn rule (what the router sees of a conversation):
    Routing never rejects a long prompt; the backend receives the messages unchanged.
 
 Scores are cached under sha256(router version, routed text), so repeated prompts skip the backbone.
+
+Out-of-distribution check: a trained router reports each prompt's SAE reconstruction error
+(``extras["recon_error"]``: a prompt unlike the SAE's training text reconstructs badly, and so does one
+carrying an adversarial prefix). Above ``routing.ood_threshold`` the prompt is flagged; with
+``ood_policy: cap`` it is routed at ``λ >= presets[ood_preset]`` (:func:`ood_lambda`, pure).
 """
 
 from __future__ import annotations
@@ -49,7 +54,18 @@ from service.models import ChatMessage, scores_from_json, scores_to_json
 from service.store import ScoreCache
 from service.worker import Scorer
 
-__all__ = ["RouteResult", "RoutedText", "RouterService", "Target", "message_text", "parse_target", "routed_text"]
+__all__ = [
+    "OodCheck",
+    "RouteResult",
+    "RoutedText",
+    "RouterService",
+    "Target",
+    "message_text",
+    "ood_lambda",
+    "parse_target",
+    "routed_text",
+    "shown",
+]
 
 _EXCLUDED_ROLES = ("system", "developer")
 _CUT = "\n…\n"
@@ -104,9 +120,16 @@ def parse_lambda(lam: float | None, preset: str | None, presets: dict[str, float
         value, name = resolve_lambda(lam, preset, presets)
     except InvalidLambda as exc:
         raise InvalidRequest(str(exc), param="lambda") from None
-    except UnknownPreset as exc:
-        raise UnknownModel(str(exc), param="preset") from None
+    except UnknownPreset:
+        asked = preset or "default"
+        raise UnknownModel(f"unknown preset {shown(asked)}; presets: {sorted(presets)}", param="preset") from None
     return Target(lam=value, preset=name)
+
+
+def shown(name: str, limit: int = 64) -> str:
+    """``repr(name)``, cut to about ``limit`` characters: error bodies name what was asked without echoing
+    a 100 KB model name back."""
+    return repr(name) if len(name) <= limit else repr(name[:limit]) + f"… ({len(name)} characters)"
 
 
 def parse_target(model: str, presets: dict[str, float], backend_of_name: dict[str, str]) -> Target:
@@ -123,14 +146,37 @@ def parse_target(model: str, presets: dict[str, float], backend_of_name: dict[st
             raise InvalidRequest("router:<λ> needs a finite λ >= 0", param="model") from None
         except ValueError:
             raise UnknownModel(
-                f"unknown model {model!r}: use router, router:<λ>, or router:<preset> with a preset in "
+                f"unknown model {shown(model)}: use router, router:<λ>, or router:<preset> with a preset in "
                 f"{sorted(presets)}",
                 param="model",
             ) from None
         return Target(lam=lam)
     if model in backend_of_name:
         return Target(backend=backend_of_name[model])
-    raise UnknownModel(f"unknown model {model!r}; GET /v1/models lists the models served", param="model")
+    raise UnknownModel(f"unknown model {shown(model)}; GET /v1/models lists the models served", param="model")
+
+
+@dataclass(frozen=True)
+class OodCheck:
+    score: float | None  # the SAE reconstruction error; None when the router reports none
+    threshold: float | None
+    flagged: bool
+    action: str  # "none" | "flag" | "cap" (λ raised) | "cap-unchanged" (λ already at or above the cap)
+
+
+def ood_lambda(
+    lam: float, score: float | None, rules: RoutingSettings, presets: dict[str, float]
+) -> tuple[float, OodCheck]:
+    """The λ to route at, and the check behind it: raised to the ``ood_preset`` λ for a flagged prompt
+    under ``ood_policy: cap``; unchanged otherwise. Pure."""
+    threshold = rules.ood_threshold
+    flagged = score is not None and threshold is not None and score > threshold
+    if not flagged:
+        return lam, OodCheck(score, threshold, False, "none")
+    cap = presets.get(rules.ood_preset) if rules.ood_policy == "cap" else None
+    if cap is None:
+        return lam, OodCheck(score, threshold, True, "flag")
+    return max(lam, cap), OodCheck(score, threshold, True, "cap" if cap > lam else "cap-unchanged")
 
 
 @dataclass(frozen=True)
@@ -138,13 +184,15 @@ class RouteResult:
     decision: Decision
     cache_hit: bool
     routing_ms: float
+    ood: OodCheck
 
 
 class RouterService:
-    """Scores (cached) → ``decide`` → optional explanation. The policy itself is router_models' pure one."""
+    """Scores (cached) → OOD check → ``decide`` → optional explanation. The policy itself is router_models'
+    pure one."""
 
-    def __init__(self, scorer: Scorer, cache: ScoreCache, metrics: Metrics) -> None:
-        self.scorer, self.cache, self.metrics = scorer, cache, metrics
+    def __init__(self, scorer: Scorer, cache: ScoreCache, metrics: Metrics, rules: RoutingSettings) -> None:
+        self.scorer, self.cache, self.metrics, self.rules = scorer, cache, metrics, rules
 
     async def scores(self, text: str) -> tuple[PromptScores, bool]:
         key = hashlib.sha256(f"{self.scorer.version}\0{text}".encode()).hexdigest()
@@ -159,6 +207,11 @@ class RouterService:
     async def route(self, text: str, lam: float, constraints: Constraints, *, explain: bool = False) -> RouteResult:
         t0 = time.perf_counter()
         scores, hit = await self.scores(text)
+        recon = scores.extras.get("recon_error")
+        score = float(recon) if isinstance(recon, int | float) else None
+        lam, ood = ood_lambda(lam, score, self.rules, self.scorer.presets)
+        if ood.flagged:
+            self.metrics.ood.labels(ood.action).inc()
         try:
             decision = decide(self.scorer.models, scores, lam, constraints)
         except NoEligibleModel as exc:
@@ -169,7 +222,7 @@ class RouterService:
             decision = replace(decision, explanation=await self._explain(scores, decision))
         elapsed = time.perf_counter() - t0
         self.metrics.routing_seconds.observe(elapsed)
-        return RouteResult(decision, hit, elapsed * 1000)
+        return RouteResult(decision, hit, elapsed * 1000, ood)
 
     async def _explain(self, scores: PromptScores, d: Decision) -> dict[str, Any]:
         """The engine's explanation completed by :func:`~router_models.decide.engine.explain_decision`: the same

@@ -8,7 +8,9 @@ Redis is unreachable, the same structures live in this process (not shared: each
 own). :class:`RedisLink` tracks which: the first failed call marks Redis down (logged once, ``redis_degraded``
 gauge 1) and starts a probe that PINGs with exponential backoff until Redis answers again (logged once,
 gauge 0). While down, calls go straight to memory without waiting on Redis timeouts; each is counted in
-``redis_fallback_ops``. Counts made in memory during an outage are not copied back to Redis.
+``redis_fallback_ops``. Usage counted in memory during an outage is written to Redis as soon as it answers
+again (``redis_replayed``), so no replica's requests go missing from the shared totals; rate-limit counts
+made in memory are not (they expire within two minutes anyway).
 
 Rate limits use a sliding window approximated from two fixed one-minute windows (the previous window's
 count weighted by how much of it still overlaps the last minute, rounded up), so a burst at a window edge
@@ -57,6 +59,7 @@ class RedisLink:
         self.prefix, self.retry_max_s, self.metrics = prefix, retry_max_s, metrics
         self.up: bool | None = None  # None until the first answer
         self._probe: asyncio.Task[None] | None = None
+        self.on_up: list[Callable[[], Awaitable[None]]] = []  # run (in order) each time Redis is back
 
     async def start(self) -> None:
         try:
@@ -108,6 +111,11 @@ class RedisLink:
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             self._mark_up()
+            for callback in self.on_up:
+                try:
+                    await callback()
+                except Exception as exc:  # the callback logs and keeps its data; the next recovery retries
+                    log.error("after redis came back: %s", type(exc).__name__, exc_info=exc)
             return
 
     async def run(self, op: str, remote: Callable[[Redis], Awaitable[T]], local: Callable[[], T]) -> tuple[T, str]:
@@ -312,6 +320,30 @@ class UsageStore(_Stored):
     def __init__(self, link: RedisLink | None) -> None:
         super().__init__(link)
         self._mem: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        if link is not None:
+            link.on_up.append(self.replay)
+
+    async def replay(self) -> None:
+        """Add what was counted in memory (while Redis was down) to Redis, then forget it here."""
+        if self.link is None or not self._mem:
+            return
+        pending, self._mem = self._mem, defaultdict(lambda: defaultdict(int))
+        try:
+            async with self.link.client.pipeline(transaction=True) as p:
+                for key, fields in pending.items():
+                    for name, v in fields.items():
+                        p.hincrby(self._key("usage", key), name, v)
+                await p.execute()
+        except (*_UNAVAILABLE, RedisError) as exc:
+            for key, fields in pending.items():  # keep it for the next recovery
+                for name, v in fields.items():
+                    self._mem[key][name] += v
+            if isinstance(exc, _UNAVAILABLE):
+                self.link.mark_down(exc)
+            raise
+        n = sum(len(f) for f in pending.values())
+        self.link.metrics.redis_replayed.inc(n)
+        log.info("wrote %d usage counter(s) kept in memory during the redis outage", n)
 
     async def record(self, key: str, u: Usage) -> None:
         values = dict(zip(_FIELDS, (1, u.tokens_in, u.tokens_out, round(u.spend_usd * 1e9)), strict=True))

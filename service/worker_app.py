@@ -129,10 +129,22 @@ def create_worker_app(settings: Settings, engine: RoutingEngine | None = None) -
     app.state.worker, app.state.metrics = None, metrics
     app.include_router(router)
     install_error_handlers(app)
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics, logger=log)
+    app.add_middleware(
+        GatewayMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        logger=log,
+        request_log=settings.server.request_log,
+    )
     return app
 
 
 def serve_worker(settings: Settings) -> None:
     """Run the feature worker with uvicorn on ``settings.worker_host:settings.worker_port`` (blocks)."""
-    serve_app(lambda: create_worker_app(settings), settings.worker_host, settings.worker_port, settings.log_level)
+    serve_app(
+        lambda: create_worker_app(settings),
+        settings.worker_host,
+        settings.worker_port,
+        settings.log_level,
+        settings.server,
+    )

@@ -6,7 +6,7 @@ The caller is authenticated before the body is read, so a request without a vali
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel
@@ -17,7 +17,7 @@ from service.core.middleware import RequestContext
 from service.gateway import Gateway
 from service.models import ChatCompletionCreate, RouteCreate
 
-__all__ = ["CallerDep", "ChatBody", "CtxDep", "GatewayDep", "RouteBody"]
+__all__ = ["CallerDep", "ChatBody", "CtxDep", "GatewayDep", "RouteBody", "body_schema"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,6 +50,13 @@ def _authenticated_body(model: type[M]) -> Callable[[Request, Caller], Awaitable
         return await read_json(request, model)
 
     return parse
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a body we parse ourselves (:mod:`service.core.body`), so /docs and the
+    OpenAPI schema show it (and schema-driven tests can generate it)."""
+    schema = model.model_json_schema(by_alias=True)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 ChatBody = Annotated[Parsed[ChatCompletionCreate], Depends(_authenticated_body(ChatCompletionCreate))]

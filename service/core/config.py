@@ -36,6 +36,7 @@ __all__ = [
     "FallbackSettings",
     "RateLimitSettings",
     "RoutingSettings",
+    "ServerSettings",
     "Settings",
     "UpstreamSettings",
 ]
@@ -74,6 +75,9 @@ class BackendSettings(_Section):
     price_in_per_mtok: float | None = Field(default=None, ge=0)  # USD per 1M prompt tokens, for spend estimates
     price_out_per_mtok: float | None = Field(default=None, ge=0)  # USD per 1M completion tokens
     timeout_s: float = Field(default=60.0, gt=0)  # per attempt: until the whole body (non-streaming) or first chunk
+    # waiting for one of this backend's max_concurrency slots; counted apart from timeout_s, so a busy backend
+    # is not mistaken for a slow one (past it the request falls back with reason "queue")
+    queue_timeout_s: float = Field(default=10.0, gt=0)
     max_concurrency: int = Field(default=32, ge=1)  # requests in flight to this backend at once
     extra_headers: dict[str, str] = Field(default_factory=dict)  # non-secret, e.g. OpenRouter's X-Title
 
@@ -114,6 +118,8 @@ class ApiKeySettings(_Section):
 
 class AuthSettings(_Section):
     require_auth: bool = True  # False: unauthenticated callers are served as "anonymous" (local use)
+    # True: /docs, /redoc, /openapi.json, /readyz and /metrics need a client key too (/healthz never does)
+    protect_meta: bool = False
     api_keys: list[ApiKeySettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -138,6 +144,16 @@ class RoutingSettings(_Section):
     context_chars: int = Field(default=1000, ge=0)  # cap on that prefix (its most recent characters are kept)
     max_chars: int = Field(default=8000, ge=16)  # cap on the last user turn (head + tail kept)
     head_chars: int = Field(default=4000, ge=0)  # of max_chars, characters kept from the start
+    # a backend name: where routed chat requests go while the router cannot score (remote feature worker
+    # down, scoring failed); None = they fail with 503/500 instead
+    unavailable_backend: str | None = None
+    # Out-of-distribution prompts (cost-escalation defence, see benchmarks/cost_escalation.py): a prompt whose
+    # SAE reconstruction error is above ood_threshold is flagged in /route's `ood`. ood_policy "flag" only
+    # reports it; "cap" also routes it at λ >= the λ of preset ood_preset, so text unlike anything the router
+    # was trained on cannot push the choice toward an expensive model. None: no threshold (never flagged).
+    ood_threshold: float | None = Field(default=None, gt=0)
+    ood_policy: Literal["flag", "cap"] = "flag"
+    ood_preset: str = "cheap"
 
     @model_validator(mode="after")
     def _check_head(self) -> Self:
@@ -151,6 +167,19 @@ class FallbackSettings(_Section):
 
     max_attempts: int = Field(default=3, ge=1)  # upstream attempts per request, the first one included
     total_timeout_s: float = Field(default=120.0, gt=0)  # deadline over all attempts (until the first byte)
+
+
+class ServerSettings(_Section):
+    """The HTTP server (uvicorn, h11) in front of the app, and what it logs per request."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a request's headers must arrive within this (slowloris)
+    keep_alive_s: float = Field(default=5.0, gt=0)  # idle keep-alive connections are closed after this
+    # on shutdown, in-flight streams may run this long; then they end with an SSE error event (usage recorded)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # one INFO line per request: "all", only "errors" (status >= 400), or "off" (metrics still count them)
+    request_log: Literal["all", "errors", "off"] = "all"
+    # while the router warms up (health probes already answer), a routed request waits up to this for it
+    warmup_wait_s: float = Field(default=30.0, ge=0)
 
 
 class UpstreamSettings(_Section):
@@ -186,6 +215,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     fallback: FallbackSettings = FallbackSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    server: ServerSettings = ServerSettings()
     worker_url: HttpUrl | None = None  # remote feature worker (sae-router worker); None = in-process
     worker_timeout_s: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
@@ -239,6 +269,9 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate backend name(s): {dupes}")
+        fallback = self.routing.unavailable_backend
+        if fallback is not None and fallback not in names:
+            raise ValueError(f"routing.unavailable_backend {fallback!r} is not a configured backend name")
         reserved = [n for n in names if n == "router" or n.startswith("router:")]
         if reserved:
             raise ValueError(f"backend name(s) {reserved} clash with the router's own model names")

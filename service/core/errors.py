@@ -16,12 +16,11 @@ Every error a client sees has the shape ``{"error": {"message", "type", "param",
 
 ``ConfigError`` is separate: it stops start-up and never reaches a client. Messages are written here or by
 the raiser and never include request bodies, keys or upstream secrets; unexpected exceptions become a bare
-500 whose details go to the log only.
+500 whose details go to the log only (written by :class:`service.core.middleware.GatewayMiddleware`).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -47,8 +46,6 @@ __all__ = [
     "error_response",
     "install_error_handlers",
 ]
-
-log = logging.getLogger("sae_router.errors")
 
 
 class ConfigError(ValueError):
@@ -190,14 +187,8 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(message, type_, None, code), status_code=exc.status_code, headers=exc.headers)
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-    return JSONResponse(error_body("internal error", "server_error", None, "internal_error"), status_code=500)
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """The one place where exceptions become HTTP responses."""
+    """The one place where our exceptions become HTTP responses (anything else: GatewayMiddleware's bare 500)."""
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -8,12 +8,16 @@
     "hard"            .10 .40 .95                      large-model
 
 A fourth model, ``orphan-model``, is predicted best and free for every prompt; tests give it no backend, so
-it must never be chosen. ``sleep_s`` makes ``score_batch`` slow, to observe batching.
+it must never be chosen. Its reconstruction error (``extras["recon_error"]``, the out-of-distribution
+score) is 0.9 for prompts containing "gibberish", else 0.1. ``sleep_s`` makes ``score_batch`` slow, to observe batching.
 
 The upstream serves ``POST /{behavior}/v1/chat/completions``; ``behavior`` picks the script: ``ok``,
-``e429``, ``e500``, ``e400``, ``e401``, ``hang`` (sleeps past any test timeout), ``slow`` (0.1 s, counting
-how many it serves at once), ``midstream`` (two chunks,
-then the connection dies), ``gated`` (first chunk, then waits for the test to call ``release()``).
+``e429``, ``e500``, ``e502``, ``e503``, ``e400``, ``e401``, ``e403``, ``hang`` (sleeps past any test timeout),
+``slow`` (0.1 s, counting how many it serves at once), ``midstream`` (two chunks, then the connection dies),
+``gated`` (first chunk, then waits for the test to call ``release()``), ``stall`` (streams: first chunk, then
+silence past any timeout), ``badjson`` (200 with a body that is not JSON), ``wrongtype`` (a JSON completion
+even when a stream was asked for), ``badsse`` (200 ``text/event-stream`` of lines that are not SSE events),
+``badsse_mid`` (two good chunks, then a ``data:`` line that is not JSON).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+import redis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,8 +49,12 @@ from starlette.routing import Route
 
 from router_models.decide.costs import ModelPrice
 from router_models.decide.engine import PromptScores
+from service.core.config import ServerSettings, Settings
+from service.core.server import build_server
+from service.main import create_app
 
 __all__ = [
+    "CHAT",
     "CLIENT_AUTH",
     "CLIENT_KEY",
     "MODELS",
@@ -53,10 +63,15 @@ __all__ = [
     "FakeEngine",
     "FakeUpstream",
     "RedisServer",
+    "chat",
     "free_port",
+    "gateway",
     "make_upstream_app",
+    "metric",
     "redis_binary",
+    "redis_requests",
     "serve",
+    "serving",
     "sha256",
     "wait_ready",
 ]
@@ -106,7 +121,8 @@ class FakeEngine:
         f = np.zeros(len(FEATURES), dtype=np.float32)
         f[0], f[1], f[2] = "easy" in low, "hard" in low, "def " in low
         f[3], f[4], f[5] = min(len(text) / 1000, 1.0), "?" in text, any(c.isdigit() for c in text)
-        return PromptScores(np.array([*q, 1.0]), COSTS.copy(), f, {"n_chars": len(text)})
+        recon = 0.9 if "gibberish" in low else 0.1  # the SAE reconstruction error a trained router reports
+        return PromptScores(np.array([*q, 1.0]), COSTS.copy(), f, {"n_chars": len(text), "recon_error": recon})
 
     def explain(self, scores: PromptScores, chosen: str, runner_up: str | None) -> dict[str, Any]:
         assert scores.features is not None
@@ -195,8 +211,16 @@ def make_upstream_app(state: FakeUpstream) -> Starlette:
             return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"retry-after": "7"})
         if behavior == "e500":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
-        if behavior == "e401":
-            return JSONResponse({"error": {"message": "bad key"}}, status_code=401)
+        if behavior in ("e502", "e503"):
+            return Response("<html>bad gateway</html>", status_code=int(behavior[1:]), media_type="text/html")
+        if behavior in ("e401", "e403"):
+            return JSONResponse({"error": {"message": "bad key"}}, status_code=int(behavior[1:]))
+        if behavior == "badjson":
+            return Response("{not json", media_type="application/json")
+        if behavior == "wrongtype":
+            return JSONResponse(_completion(body))
+        if behavior == "badsse" and body.get("stream"):
+            return Response("hello\nthis is not an event stream\n\n", media_type="text/event-stream")
         if behavior == "e400":
             err = {"message": "tools[0] is invalid", "type": "invalid_request_error", "param": "tools", "code": None}
             return JSONResponse({"error": err}, status_code=400)
@@ -222,6 +246,10 @@ async def _stream(state: FakeUpstream, behavior: str, body: dict[str, Any]) -> A
             await asyncio.to_thread(state.gate.wait, 5)
         if behavior == "midstream" and i == 2:
             raise RuntimeError("upstream died mid-stream")
+        if behavior == "stall" and i == 1:
+            await asyncio.sleep(3)
+        if behavior == "badsse_mid" and i == 2:
+            yield b"data: {this is not json\n\n"
         yield _chunk(model, {"content": word})
         await asyncio.sleep(0.002)
     yield _chunk(model, {}, "stop")
@@ -257,13 +285,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
+def serve(app: Any, server: ServerSettings | None = None) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port in a thread, with the server the services run in production
+    (:func:`service.core.server.build_server`); yields its base URL. Leaving the block shuts it down."""
+    with serving(app, server) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serving(app: Any, settings: ServerSettings | None = None, port: int = 0) -> Iterator[tuple[str, uvicorn.Server]]:
+    """:func:`serve`, also yielding the server (``server.should_exit = True`` starts its shutdown)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_config=None, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
+    sock.bind(("127.0.0.1", port))
+    server = build_server(app, settings or ServerSettings(shutdown_grace_s=0))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120  # the lifespan warms the router: a real backbone loads in it
@@ -273,10 +308,10 @@ def serve(app: Any) -> Iterator[str]:
             raise RuntimeError("the app did not start (see the log above)")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
     finally:
         server.should_exit = True
-        thread.join(10)
+        thread.join(15)
         sock.close()
 
 
@@ -337,3 +372,35 @@ def wait_ready(client: Any, timeout_s: float = 10) -> None:
     while (r := client.get("/readyz")).status_code != 200:
         assert time.monotonic() < deadline, r.text
         time.sleep(0.02)
+
+
+# --- a served gateway and what tests ask of it -------------------------------------------------------------
+CHAT = "/v1/chat/completions"
+
+
+@contextlib.contextmanager
+def gateway(settings: Settings, engine: Any = None) -> Iterator[httpx.Client]:
+    """The gateway app served by the production server on loopback; yields a keep-alive client to it."""
+    app = create_app(settings, engine or FakeEngine())
+    with serving(app, settings.server) as (url, _), httpx.Client(base_url=url, timeout=10) as client:
+        wait_ready(client)
+        yield client
+
+
+def metric(client: httpx.Client, line_start: str) -> float:
+    """The value of the first /metrics line starting with ``line_start`` (0 when absent)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def chat(client: httpx.Client, prompt: str = "hi", **extra: Any) -> httpx.Response:
+    body = {"model": "router", "messages": [{"role": "user", "content": prompt}], **extra}
+    return client.post(CHAT, json=body, headers=CLIENT_AUTH)
+
+
+def redis_requests(url: str, prefix: str) -> int:
+    with redis.Redis.from_url(url) as r:
+        stored = r.hgetall(f"{prefix}:usage:team-a")
+    return sum(int(v) for k, v in stored.items() if k.decode().startswith("requests:"))

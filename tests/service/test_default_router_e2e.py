@@ -8,8 +8,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from gateway_fakes import CLIENT_KEY, FakeUpstream, serve
+from gateway_fakes import CLIENT_KEY, FakeUpstream, serve, wait_ready
 
 from router_models.artifact.load import load_router
 from router_models.cli import main
@@ -41,6 +42,8 @@ def gateway_url(
     ]
     settings = Settings(backends=backends, auth={"require_auth": False})  # type: ignore[arg-type]
     with serve(create_app(settings, router)) as url:
+        with httpx.Client(base_url=url) as client:  # the port opens before the router is warm: wait for /readyz
+            wait_ready(client, timeout_s=600)
         yield url
 
 

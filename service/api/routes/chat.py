@@ -12,12 +12,13 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from service.api.deps import CallerDep, ChatBody, CtxDep, GatewayDep
+from service.api.deps import CallerDep, ChatBody, CtxDep, GatewayDep, body_schema
+from service.models import ChatCompletionCreate
 
 router = APIRouter(tags=["chat"])
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=body_schema(ChatCompletionCreate))
 async def create_chat_completion(caller: CallerDep, body: ChatBody, gateway: GatewayDep, ctx: CtxDep) -> Response:
     reply = await gateway.complete(caller, body.data, body.raw, ctx)
     if reply.stream is not None and reply.guard is not None:

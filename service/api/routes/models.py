@@ -12,6 +12,6 @@ router = APIRouter(tags=["models"])
 
 @router.get("/v1/models")
 async def list_models(_: CallerDep, gateway: GatewayDep) -> ModelListPublic:
-    ready = gateway.ready
+    ready = await gateway.wait_ready()
     ids = ["router", *(f"router:{p}" for p in sorted(ready.scorer.presets)), *ready.catalog.backends]
     return ModelListPublic(data=[ModelPublic(id=i) for i in ids])

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.deps import CallerDep, CtxDep, GatewayDep, RouteBody
-from service.models import ChatMessage, ModelScoresPublic, RoutePublic, jsonable
+from service.api.deps import CallerDep, CtxDep, GatewayDep, RouteBody, body_schema
+from service.models import ChatMessage, ModelScoresPublic, OodPublic, RouteCreate, RoutePublic, jsonable
 from service.routing import parse_lambda, routed_text
 
 router = APIRouter(tags=["routing"])
 
 
-@router.post("/route", response_model_by_alias=True)
+@router.post("/route", response_model_by_alias=True, openapi_extra=body_schema(RouteCreate))
 async def create_route(caller: CallerDep, body: RouteBody, gateway: GatewayDep, ctx: CtxDep) -> RoutePublic:
-    req, ready = body.data, gateway.ready
+    req, ready = body.data, await gateway.wait_ready()
     target = parse_lambda(req.lam, req.preset, ready.scorer.presets)
     messages = req.messages or [ChatMessage(role="user", content=req.prompt)]
     routed = routed_text(messages, gateway.settings.routing)
@@ -42,4 +42,10 @@ async def create_route(caller: CallerDep, body: RouteBody, gateway: GatewayDep, 
         routing_ms=round(result.routing_ms, 3),
         routed_chars=len(routed.text),
         truncated=routed.truncated,
+        ood=OodPublic(
+            score=result.ood.score,
+            threshold=result.ood.threshold,
+            out_of_distribution=result.ood.flagged,
+            action=result.ood.action,
+        ),
     )
