@@ -207,7 +207,8 @@ function references(s, ref) {
         svg("title", { text }),
       ),
     );
-    g.append(svg("text", { x: x + 9, y: y - 8, class: "mark-label", text: label }));
+    const right = x > W * 0.7; // keep the label inside the plot
+    g.append(svg("text", { x: right ? x - 9 : x + 9, y: y - 8, "text-anchor": right ? "end" : "start", class: "mark-label", text: label }));
   }
   return g;
 }

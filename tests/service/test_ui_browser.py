@@ -162,8 +162,10 @@ def test_page_loads_routes_and_shows_every_page_without_console_errors(ui: Page,
     assert page.locator("#ranking-table tbody tr").count() == len(MODELS)
     assert page.locator("#ranking-table tr.chosen").get_attribute("data-model") == expected["model"]
     assert page.inner_text("#router-version") == f"router {expected['router_version']}"
-    if SCREENSHOT:
-        page.screenshot(path=SCREENSHOT, full_page=False)
+    if SCREENSHOT:  # the README's picture: a routed prompt, its explanation and the answer
+        page.click("#chat-btn")
+        page.wait_for_selector("#chat-answer")
+        page.screenshot(path=SCREENSHOT, full_page=True)
     page.keyboard.press("Tab")  # keyboard reaches the tabs: ArrowRight moves to the next page
     page.focus("#tab-playground")
     page.keyboard.press("ArrowRight")
