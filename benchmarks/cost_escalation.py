@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from router_models.decide.engine import PromptScores, decide
 
+from router_models.decide.engine import PromptScores, decide
 from service.core.config import RoutingSettings
 
 ROOT = Path(__file__).resolve().parents[1]

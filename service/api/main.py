@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.routes import chat, health, models, route, usage
+from service.api.routes import chat, health, models, route, ui, usage
 
 api_router = APIRouter()
-for module in (health, route, chat, models, usage):
+for module in (health, route, chat, models, usage, ui):
     api_router.include_router(module.router)
