@@ -1,6 +1,8 @@
 """Route dependencies as ``Annotated`` aliases: the gateway, the request context, the caller, JSON bodies.
 
 The caller is authenticated before the body is read, so a request without a valid key gets its 401 first.
+Every dependency is ``async def``: FastAPI runs a plain ``def`` dependency in the thread pool, a hop per
+dependency per request that cost the proxy path ~8% of its CPU (issue 13); none of these block.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ __all__ = ["CallerDep", "ChatBody", "CtxDep", "GatewayDep", "RouteBody", "body_s
 M = TypeVar("M", bound=BaseModel)
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 
 
-def get_ctx(request: Request) -> RequestContext:
+async def get_ctx(request: Request) -> RequestContext:
     ctx: RequestContext = request.state.ctx
     return ctx
 
@@ -36,7 +38,7 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 CtxDep = Annotated[RequestContext, Depends(get_ctx)]
 
 
-def authenticate(request: Request, gateway: GatewayDep, ctx: CtxDep) -> Caller:
+async def authenticate(request: Request, gateway: GatewayDep, ctx: CtxDep) -> Caller:
     caller = gateway.keys.authenticate(request.headers.get("authorization"))
     ctx.key = caller.name
     return caller
