@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from router_models.scorers.base import Arrays
+from router_models.scorers.base import Arrays, column_means
 from router_models.scorers.registry import Preset, ScorerKind, Shapes
 
 __all__ = ["KIND", "IRTScorer"]
@@ -90,8 +90,7 @@ class IRTScorer:
         observed = torch.from_numpy(~np.isnan(scores))
         target = torch.from_numpy(np.nan_to_num(scores, nan=0.0).astype(np.float32))
         # Start each model at its observed mean (logit), everything else small.
-        mean = np.clip(np.nanmean(np.where(np.isnan(scores), np.nan, scores), axis=0), 0.02, 0.98)
-        mean = np.where(np.isnan(mean), 0.5, mean)
+        mean = np.clip(column_means(scores), 0.02, 0.98)
         theta = torch.tensor(np.log(mean / (1 - mean)), dtype=torch.float32, requires_grad=True)
         w = torch.zeros(d, requires_grad=True)
         c = torch.zeros(1, requires_grad=True)
