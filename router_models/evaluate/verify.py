@@ -65,13 +65,13 @@ class CheckResult:
 
 
 def _decisions(router: TrainedRouter, quality: np.ndarray, cost: np.ndarray) -> dict[str, list[str]]:
-    """The model chosen for each prompt under each preset: argmax(q − λ·c), ties to the cheaper."""
-    out: dict[str, list[str]] = {}
-    for name, lam in sorted(router.presets.items()):
-        utility = quality - lam * cost
-        best = [int(np.lexsort((cost[i], -utility[i]))[0]) for i in range(len(quality))]
-        out[name] = [router.models[j] for j in best]
-    return out
+    """The model chosen for each prompt under each preset, by the served rule (:func:`argmax_utility`)."""
+    from router_models.decide.policy import argmax_utility
+
+    return {
+        name: [router.models[j] for j in argmax_utility(quality, cost, lam)]
+        for name, lam in sorted(router.presets.items())
+    }
 
 
 def _predict(router: TrainedRouter, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
