@@ -57,16 +57,21 @@ function status(text) {
   $("#route-status").textContent = text;
 }
 
+/** The form's messages or prompt; null (and the reason in the status line) when the input is not valid. */
+function readInput() {
+  try {
+    return messagesOrPrompt();
+  } catch (err) {
+    status(err.message);
+    return null;
+  }
+}
+
 // ------------------------------------------------------------------------------------------ routing
 async function route(e) {
   e.preventDefault();
-  let input;
-  try {
-    input = messagesOrPrompt();
-  } catch (err) {
-    status(err.message);
-    return;
-  }
+  const input = readInput();
+  if (!input) return;
   status("Routing…");
   try {
     const { body, headers } = await call("/route", { method: "POST", body: { ...input, ...target(), explain: true } });
@@ -311,13 +316,8 @@ function renderExplanation() {
 
 // -------------------------------------------------------------------------------------------- chat
 async function chat() {
-  let input;
-  try {
-    input = messagesOrPrompt();
-  } catch (err) {
-    status(err.message);
-    return;
-  }
+  const input = readInput();
+  if (!input) return;
   const messages = input.messages ?? [{ role: "user", content: input.prompt }];
   const model = chatModel();
   fill($("#chat"), h("p", { class: "muted", text: `Asking ${model}…` }));
