@@ -108,7 +108,14 @@ def test_a_failing_backend_falls_back_to_the_next(
             reply = oa.chat.completions.create(model="router", messages=HARD)  # type: ignore[arg-type]
             text, model = reply.choices[0].message.content or "", reply.model
         elapsed = time.monotonic() - t0
-        usage = client.get("/v1/usage", headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+        # A stream's usage is recorded when the gateway's generator finishes, which can be just after the client
+        # has read the last chunk: wait (bounded) for the record, then check it counts exactly one request.
+        deadline = time.monotonic() + 2
+        while True:
+            usage = client.get("/v1/usage", headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+            if usage["requests"] >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         counted = metric(client, f'sae_router_fallbacks_total{{model="large-model",reason="{reason}"}}')
     assert text
     assert elapsed < ATTEMPT_S * 2 + 1  # one timed-out attempt at most, then the fallback
