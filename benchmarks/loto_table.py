@@ -1,4 +1,7 @@
-"""Leave-one-task-out routing table: train on every task but one, test on that task's prompts.
+"""Leave-one-task-out routing table of single scorers (no selection): train on every task but one, test on it.
+
+The served pipeline's table is ``sae-router loto`` (:mod:`router_models.evaluate.loto`, same splits); this script
+is the quick scorer-by-scorer version, also on MiniLM sentence embeddings without an SAE.
 
     python -m benchmarks.loto_table --out runs/loto                       # MiniLM features (fast)
     python -m benchmarks.loto_table --sae artifacts/sae/smollm2-l15 --out runs/loto-sae   # + SAE features
@@ -22,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from router_models.data import RoutingDataset, load_dataset, normalize_prompt
+from router_models.data import RoutingDataset, load_dataset
+from router_models.evaluate.loto import split_rows
 from router_models.evaluate.metrics import evaluate_router, paired_bootstrap, random_mixing, reference_points
 from router_models.scorers import ClusterScorer, KNNScorer, ProbeScorer, holdout_mask, mean_cost
 from router_models.scorers.irt import IRTScorer
@@ -33,12 +37,6 @@ FILES = ("zeroeval_gsm_math", "zeroeval_mmlu_redux", "zeroeval_zebra")
 TASKS = ("gsm8k", "math-l5", "mmlu-redux", "zebra-grid")
 N_BOOT = 100
 BASELINES = ("knn (dense)", "dense probe", "cluster (dense)", "sae probe", "sae knn")
-
-
-def task_group(task: str) -> str:
-    """``zeroeval_mmlu_redux:mmlu-redux_anatomy`` → ``mmlu-redux``; other tasks keep their own name."""
-    name = task.split(":")[-1]
-    return "mmlu-redux" if name.startswith("mmlu-redux") else name
 
 
 def routers(sae: bool) -> dict[str, tuple[Any, str]]:
@@ -69,13 +67,9 @@ def features(ds: RoutingDataset, sae: str | None) -> dict[str, Any]:
 
 
 def one_split(ds: RoutingDataset, feats: dict[str, Any], held: str, sae: bool) -> dict[str, Any]:
-    groups = np.array([task_group(str(t)) for t in ds.tasks])
-    test = groups == held
-    seen = {normalize_prompt(str(p)) for p in ds.prompts[test]}
-    train = ~test & np.array([normalize_prompt(str(p)) not in seen for p in ds.prompts])
-    complete = ~np.isnan(ds.scores[test]).any(axis=0) & (~np.isnan(ds.scores[train])).any(axis=0)
-    cols = np.flatnonzero(complete)
-    models = tuple(ds.models[j] for j in cols)
+    train, test, names = split_rows(ds, held)
+    cols = np.array([ds.models.index(m) for m in names])
+    models = tuple(names)
     s_tr, s_te = ds.scores[train][:, cols], ds.scores[test][:, cols]
     c_tr, c_te = ds.costs[train][:, cols], ds.costs[test][:, cols]
     pred_cost = np.broadcast_to(mean_cost(s_tr, c_tr), s_te.shape)

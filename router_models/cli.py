@@ -71,6 +71,29 @@ def _run_eval(args: argparse.Namespace) -> int:
     return _print_report(run_eval(args.data, routers, args.out, cfg))
 
 
+def _add_loto(sub: argparse._SubParsersAction) -> None:
+    from router_models.evaluate.loto import LotoConfig
+
+    p = sub.add_parser(
+        "loto",
+        help="leave-one-task-out: train on every task family but one, test on all of that family's prompts",
+        description="For each held-out task family, fits the served pipeline (selection, ensemble, calibration, "
+        "presets) and every baseline on the other families' prompts, scores them on the held-out family with one "
+        "cost prediction, and writes loto.json and loto.md (AUC with the served router's paired-bootstrap "
+        "difference from the best baseline, cost_at_95, peak quality) into --out.",
+    )
+    add_options(p, LotoConfig)
+
+
+def _run_loto(args: argparse.Namespace) -> int:
+    from router_models.evaluate.loto import LotoConfig, run_loto
+
+    result = run_loto(options_to_config(LotoConfig, args))
+    print(result["markdown"])
+    print(f"wrote {', '.join(result['paths'])}")
+    return 0
+
+
 def _print_report(paths: dict[str, Path]) -> int:
     """Print the written report.md and where the report files went; the command's exit status (0)."""
     print(paths["md"].read_text())
@@ -367,6 +390,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     sub = parser.add_subparsers(dest="command", required=True)
     builders = (
         (_add_eval, ("eval",)),
+        (_add_loto, ("loto",)),
         (_add_train_sae, ("train-sae",)),
         (_add_train, ("train",)),
         (_add_router_commands, ("route", "calibrate", "onboard", "verify")),
@@ -386,6 +410,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Mappin
     """Run the parsed command (``extra``: more handlers by command name); a bad input exits 2 with its message."""
     handlers: dict[str, Handler] = {
         "eval": _run_eval,
+        "loto": _run_loto,
         "train-sae": _run_train_sae,
         "train": _run_train,
         "route": _run_route,

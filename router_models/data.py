@@ -48,6 +48,8 @@ __all__ = [
     "from_long_frame",
     "load_dataset",
     "normalize_prompt",
+    "task_folds",
+    "task_groups",
     "validation_split",
 ]
 
@@ -442,6 +444,35 @@ def cv_folds(ds: RoutingDataset, k: int = 5, seed: int = 0) -> np.ndarray:
     folds = np.empty(ds.n_prompts, dtype=np.int64)
     folds[order] = np.arange(ds.n_prompts) % k
     return folds
+
+
+def task_groups(tasks: Iterable[object], min_shared: int = 3) -> np.ndarray:
+    """Task family per row [n]: the dataset prefix (``file:``, from :func:`~router_models.train.router.combine`)
+    dropped, and a subject suffix cut where at least ``min_shared`` distinct tasks share the part before their
+    first ``_`` (``mmlu-redux_anatomy`` → ``mmlu-redux``; ``arc_challenge`` alone stays ``arc_challenge``).
+
+    Leave-one-task-out evaluation holds out one family, and task-grouped cross-validation folds by family, so
+    30 MMLU subjects count as one task, not 30.
+    """
+    names = [str(t).split(":")[-1] for t in tasks]
+    heads: dict[str, set[str]] = {}
+    for name in set(names):
+        if "_" in name:
+            heads.setdefault(name.split("_", 1)[0], set()).add(name)
+    shared = {h for h, members in heads.items() if len(members) >= min_shared}
+    family = [n.split("_", 1)[0] if "_" in n else n for n in names]
+    return np.array([f if f in shared else n for f, n in zip(family, names, strict=True)], dtype=object)
+
+
+def task_folds(ds: RoutingDataset) -> np.ndarray:
+    """Fold id per prompt [n] of a train-only dataset: one fold per task family (:func:`task_groups`), so every
+    out-of-fold prediction comes from a fit that saw no prompt of its task. Raises with fewer than 2 families."""
+    _hash_order(ds, 0, "task_folds")  # train rows only
+    groups = task_groups(ds.tasks)
+    names = sorted(set(groups))
+    if len(names) < 2:
+        raise DatasetError(f"{ds.name}: task-grouped folds need at least 2 task families, found {names}")
+    return np.array([names.index(g) for g in groups], dtype=np.int64)
 
 
 def _hash_order(ds: RoutingDataset, seed: int, caller: str) -> np.ndarray:

@@ -115,7 +115,7 @@ def test_registry_refuses_duplicates_and_unknown_kinds(toy: ScorerKind) -> None:
 
 def test_built_in_kinds_and_their_roles() -> None:
     assert list(kinds()) == ["probe", "knn", "cluster", "blend", "task_oracle", "irt"]
-    assert list(default_candidates()) == ["probe", "dense", "knn", "sae_knn", "cluster"]
+    assert list(default_candidates()) == ["probe", "dense", "knn", "sae_knn", "cluster", "irt", "sae_irt"]
     assert set(harness_routers()) == {"dense", "sae_probe", "knn", "sae_knn", "task_oracle", "irt", "sae_irt"}
 
 

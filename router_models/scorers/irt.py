@@ -22,7 +22,8 @@ observed (prompt, model) entries only, with L2 on w, U and a. Two properties fol
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,20 @@ from router_models.scorers.base import Arrays, column_means
 from router_models.scorers.registry import Preset, ScorerKind, Shapes
 
 __all__ = ["KIND", "IRTScorer"]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the duration: the fit is hundreds of small full-batch steps, where a second
+    intra-op thread mostly waits (and on a busy machine its spin-waits made a 100-prompt fit take minutes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class IRTScorer:
@@ -81,6 +96,11 @@ class IRTScorer:
 
     # --------------------------------------------------------------------------------------------- fit
     def _train(self, X: Any, scores: np.ndarray, l2: float) -> dict[str, np.ndarray]:
+
+        with one_thread():
+            return self._train_1(X, scores, l2)
+
+    def _train_1(self, X: Any, scores: np.ndarray, l2: float) -> dict[str, np.ndarray]:
         import torch
 
         gen = torch.Generator().manual_seed(self.seed)
@@ -204,8 +224,19 @@ KIND = ScorerKind(
     to_state=to_state,
     from_state=from_state,
     shapes=shapes,
-    presets=(  # harness only until the leave-one-task-out table on SAE features says it belongs in selection
-        Preset("irt", "dense", roles=("harness",), description="joint IRT (abilities × prompt skills), dense"),
-        Preset("sae_irt", "sae", {"name": "sae_irt"}, roles=("harness",), description="joint IRT on SAE latents"),
+    presets=(  # candidates and harness routers; not baselines (it is the scorer the baselines are measured against)
+        Preset(
+            "irt",
+            "dense",
+            roles=("candidate", "harness"),
+            description="joint IRT (abilities × prompt skills), dense",
+        ),
+        Preset(
+            "sae_irt",
+            "sae",
+            {"name": "sae_irt"},
+            roles=("candidate", "harness"),
+            description="joint IRT on SAE latents",
+        ),
     ),
 )

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -54,6 +54,11 @@ class TrainConfig:
     """Subsample test prompts (stable hash)."""
     max_tokens: int = 128
     """Prompt tokens kept (head + tail)."""
+    folds: str = "5"
+    """Selection folds: a number k (k-fold over prompts) or 'task' (one fold per task family: selection,
+    calibration and presets then see predictions for tasks the fit never saw)."""
+    candidates: list[str] = field(default_factory=list)
+    """Candidate scorer presets to try (default: every registered candidate)."""
     overwrite: bool = False
     """Replace an existing --out."""
     progress: bool = True
@@ -135,6 +140,32 @@ def _versus_best_baseline(
     return {"baseline": best, **boot}
 
 
+def parse_folds(folds: str | int) -> int | Literal["task"]:
+    """``"task"`` or a number of folds ≥ 2 (``--folds``)."""
+    if folds == "task":
+        return "task"
+    try:
+        k = int(folds)
+    except ValueError:
+        raise ValueError(f"--folds must be 'task' or a number ≥ 2, got {folds!r}") from None
+    if k < 2:
+        raise ValueError(f"--folds must be 'task' or a number ≥ 2, got {folds!r}")
+    return k
+
+
+def pick_candidates(names: Sequence[str]) -> dict[str, Any] | None:
+    """The registered candidates named (None = all of them); raises naming the unknown ones."""
+    from router_models.train.selection import default_candidates
+
+    if not names:
+        return None
+    cands = default_candidates()
+    unknown = sorted(set(names) - set(cands))
+    if unknown:
+        raise ValueError(f"unknown candidate(s) {unknown}; registered: {sorted(cands)}")
+    return {k: v for k, v in cands.items() if k in names}
+
+
 def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     """Fit, select, calibrate, evaluate on test and save; returns (router, test report)."""
     from router_models.artifact.save import save_router
@@ -144,6 +175,7 @@ def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     from router_models.train.selection import fit_router
 
     started = time.perf_counter()
+    folds, candidates = parse_folds(cfg.folds), pick_candidates(cfg.candidates)  # bad options fail first
     datasets = [load_dataset(p) for p in cfg.data]
     ds = combine(datasets)
     if cfg.complete_models:
@@ -163,7 +195,16 @@ def train_router(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     spec = FeatureSpec.from_encoder(bcfg, encoder, cfg.sae, int(feats.dense.shape[1]))
     val = validation_split(train)[1]
     prices = load_prices(cfg.prices, [d.name for d in datasets])
-    router, selection = fit_router(f_train, train, val, spec=spec, prices=prices, labels=labels)
+    router, selection = fit_router(
+        f_train,
+        train,
+        val,
+        spec=spec,
+        prices=prices,
+        labels=labels,
+        candidates=candidates,
+        folds=folds,
+    )
     # One prediction on test serves the router's own curve and, as cost prediction, every baseline.
     test = test.select_models(router.models)
     quality, pred_cost = router.predict(f_test, texts_test)

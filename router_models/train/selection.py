@@ -230,7 +230,7 @@ def fit_router(
     labels: dict[str, Any] | None = None,
     candidates: Mapping[str, Candidate] | None = None,
     ensemble: bool = True,
-    folds: int = 5,
+    folds: int | Literal["task"] = 5,
     calibration: Method | Literal["auto"] = "auto",
     presets: Mapping[str, PresetTarget] = DEFAULT_PRESETS,
     default_preset: str = "balanced",
@@ -242,11 +242,14 @@ def fit_router(
 
     features: rows aligned with ``train`` (train split only). val: [n] bool, the hyperparameter rows of the
     final refit (default :func:`router_models.data.validation_split`). folds: k of the k-fold selection
-    (:func:`router_models.data.cv_folds`). The router's ``probe`` (explanations, onboarding) and ``clusters``
+    (:func:`router_models.data.cv_folds`), or "task" for one fold per task family
+    (:func:`router_models.data.task_folds`): candidates, ensemble weights, calibration and presets are then
+    chosen on predictions for tasks the fit never saw, which is what a router meets in traffic.
+    The router's ``probe`` (explanations, onboarding) and ``clusters``
     (per-cluster costs, onboarding) come from the winner when it is or contains one, else from the ``probe`` /
     ``cluster`` candidates refit on all train rows.
     """
-    from router_models.data import cv_folds, validation_split
+    from router_models.data import cv_folds, task_folds, validation_split
 
     outside = sorted(set(train.splits) - {"train"})
     if outside:
@@ -257,7 +260,7 @@ def fit_router(
     val = validation_split(train)[1] if val is None else np.asarray(val, dtype=bool)
     if val.shape != (n,):
         raise ValueError(f"val mask has shape {val.shape}, expected ({n},)")
-    fold_ids = cv_folds(train, folds, seed)
+    fold_ids = task_folds(train) if folds == "task" else cv_folds(train, folds, seed)
     views = {"sae": features.sparse, "dense": features.dense}
     texts = [str(p) for p in train.prompts]
     cands = dict(candidates or default_candidates())
@@ -281,7 +284,11 @@ def fit_router(
     costs = CostModel.fit(models, texts, train.costs, prices, groups=groups, n_groups=n_groups)
     report = {
         "selected": sel.name,
-        "selection": f"{folds}-fold cross-validated routing AUC on the train rows",
+        "selection": (
+            "task-grouped cross-validated routing AUC on the train rows (one fold per task family)"
+            if folds == "task"
+            else f"{folds}-fold cross-validated routing AUC on the train rows"
+        ),
         "candidates": sel.table,
         "calibration": {
             "method": calibration,
