@@ -6,7 +6,9 @@ Out: per held-out task family, the **served pipeline** (:func:`router_models.tra
      candidate selection, ensemble, calibration, presets; nothing about the held-out task is seen) and every
      registered ``baseline`` scorer plus the ``irt`` presets, refitted in the same run on the same features and
      scored with the same cost prediction (the served router's), with the paired-bootstrap difference of the
-     served router's AUC from the best baseline's. ``loto.json`` and ``loto.md`` are written by :func:`run_loto`.
+     served router's AUC from the best baseline's (the IRT rows are candidates the served pipeline may pick;
+     they carry no interval of their own, to keep the run bounded). :func:`run_loto` writes ``loto.json`` and
+     ``loto.md``.
 
 Task families come from :func:`router_models.data.task_groups` (the 30 MMLU-Redux subjects are one family).
 Training prompts whose normalised text also occurs in the held-out family are dropped (files share a few
@@ -139,7 +141,7 @@ def leave_one_task_out(
     refs = reference_points(te.scores, te.costs, tuple(models))
     served_name = f"sae-router ({selection['selected']})"
     routers: dict[str, Any] = {}
-    preds: dict[str, np.ndarray] = {served_name: quality}
+    preds: dict[str, np.ndarray] = {}
     res = evaluate_router(quality, pred_cost, te.scores, te.costs, tuple(models), refs)
     routers[served_name] = {k: res[k] for k in KEYS}
     routers[served_name]["fit_s"] = round(time.perf_counter() - started, 1)
@@ -157,11 +159,9 @@ def leave_one_task_out(
             baselines.append(label)
         log(f"  {held:<12} {label:<28} auc {res['auc']:.3f}  ({routers[label]['fit_s']:.0f} s)")
     best = max(baselines, key=lambda k: routers[k]["auc"])
-    for name in (served_name, *EXTRA_ROUTERS):
-        if name in preds:
-            routers[name]["vs_best_baseline"] = paired_bootstrap(
-                preds[name], preds[best], pred_cost, te.scores, te.costs, tuple(models), n_boot=n_boot
-            )
+    routers[served_name]["vs_best_baseline"] = paired_bootstrap(
+        quality, preds[best], pred_cost, te.scores, te.costs, tuple(models), n_boot=n_boot
+    )
     return {
         "held_out": held,
         "n_train": tr.n_prompts,
@@ -191,7 +191,7 @@ def _cell(r: dict[str, Any], name: str) -> str:
 
 
 def loto_markdown(results: dict[str, dict[str, Any]]) -> str:
-    """AUC and cost_at_95 tables: one row per held-out family; the served router's and IRT's AUC carry their
+    """AUC, cost_at_95 and peak-quality tables: one row per held-out family; the served router's AUC carries its
     difference from the best baseline (bold) with its 95% paired-bootstrap interval."""
     first = next(iter(results.values()))
     names = ["served", *[n for n in first["routers"] if n != first["served"]]]
