@@ -212,3 +212,24 @@ def test_cited_latents_are_ranked_by_the_utility_margin_at_the_decisions_lambda(
     at_02 = cite_by_effect(features, 0.2, 8)
     assert [f["latent"] for f in at_02] == [2] and at_02[0]["delta_utility_margin"] == pytest.approx(-0.05)
     assert [f["latent"] for f in cite_by_effect(features, 0.0, 1)] == [1]
+
+
+def test_the_deletion_benchmark_measures_what_the_explanation_reports(fitted: tuple[TrainedRouter, list[str]]) -> None:
+    from benchmarks.deletion import METHODS, _one_prompt, summarize, table
+
+    router, texts = fitted
+    router = replace(router, decoder=np.random.default_rng(0).normal(0, 0.5, (32, 16)).astype(np.float32))
+    lam = router.presets["balanced"]
+    rng = np.random.default_rng(0)
+    prompts = [_one_prompt(router, s, lam, [1, 3], 3, rng, True) for s in router.score_batch(texts[:8])]
+    for p, text in zip(prompts, texts[:8], strict=True):
+        ex = router.decide(text, lam, explain=True).explanation
+        assert ex is not None
+        first = -ex["features"][0]["delta_utility_margin"] if ex["features"] else 0.0
+        assert p["deletions"]["cited@1"]["utility_drop"] == pytest.approx(first, abs=1e-9)
+        assert p["screen_all"]["best_drop"] >= first - 1e-9
+    summary = summarize(prompts, [1, 3], 200, 0)
+    assert {f"{m}@{k}" for m in METHODS for k in (1, 3)} == set(summary)
+    lo, hi = summary["cited@1"]["utility_drop_mean"][1:]
+    assert lo <= summary["cited@1"]["utility_drop_mean"][0] <= hi
+    assert table(summary, [1, 3]).count("\n") == 2 + 2 * len(METHODS)

@@ -1,24 +1,31 @@
-"""Why a router chose one model over the runner-up, in terms of SAE features.
+"""Why a router chose one model over the runner-up, in terms of SAE latents.
 
 In:  one prompt's :class:`~router_models.decide.engine.PromptScores` (predicted quality and cost of every model, its
      pooled SAE feature row, and the cluster assignment in ``extras`` when the router has clusters), the
      chosen and runner-up models, a fitted :class:`~router_models.scorers.ProbeScorer` over those features,
-     and the feature labels JSON (:func:`router_models.features.pooling.label_features`).
-Out: a JSON-able dict: both models' predicted quality and cost, the margins, the λ range over which the
-     chosen model beats the runner-up, and the features that most separate the two.
+     the feature labels JSON (:func:`router_models.features.pooling.label_features`), and, for the cited
+     latents, the served predictions of the prompt with each candidate latent deleted (computed by the router:
+     :meth:`router_models.router.TrainedRouter.rescore`).
+Out: JSON-able pieces: both models' predicted quality and cost, the margins, the λ range over which the chosen
+     model beats the runner-up, the latents with their *measured* effect on the served margins
+     (:func:`measured_effects`; which ones to measure: :func:`candidate_latents`), and the SAE probe's own
+     logit decomposition.
 
-For a probe the logit difference decomposes exactly. With standardized features
-x̃_f = (x_f − μ_f) / σ_f and per-model weights w, biases b:
+Cited latents are ranked by what deleting them does to the served decision (every scorer part, calibration
+and cost model see the deletion), not by a model's weights: in an ensemble a latent that dominates the probe's
+logit may barely move the blended quality, and may move it the other way (benchmarks/RESULTS.md §13).
+
+For the probe the logit difference also decomposes exactly, kept as the secondary ``probe`` field. With
+standardized features x̃_f = (x_f − μ_f) / σ_f and per-model weights w, biases b:
 
     logit_chosen − logit_runner = Σ_f x̃_f (w_chosen,f − w_runner,f) + (b_chosen − b_runner)
 
 so contribution_f = x̃_f (w_chosen,f − w_runner,f). We list the largest |contribution_f| and report the rest as
 one sum, so the listed numbers add up to the logit difference. A feature that is *absent* (x_f = 0) can still
 contribute through −μ_f/σ_f: not firing where it usually fires is evidence too. The probe explains its own
-(uncalibrated) logits; the served quality is calibrated, which is monotone per model, so the direction agrees.
-For a cluster router the nearest clusters and both models' per-cluster mean scores are the explanation. For
-an ensemble, each part's prediction for the two models and its weight show which view (SAE probe, kNN,
-clusters) carried the decision.
+(uncalibrated) logits only. For a cluster router the nearest clusters and both models' per-cluster mean scores
+are the explanation. For an ensemble, each part's prediction for the two models and its weight show which view
+(SAE probe, kNN, clusters) carried the decision.
 """
 
 from __future__ import annotations
