@@ -6,6 +6,7 @@ Run: ``.venv/bin/pytest -q tests/test_intervene.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from router_models.assets import cache_root
 from router_models.features.backbone import Backbone, BackboneConfig
-from router_models.features.encoder import SAEEncoder
+from router_models.features.encoder import SAEEncoder, make_encoder
 from router_models.features.intervene import active_latents, decoder_directions, delete_latents
 from router_models.features.pooling import extract_features
 from router_models.features.sae_inference import TopKSAE, TopKSAEConfig
@@ -90,3 +91,20 @@ def test_no_dense_edit_where_the_dense_row_is_not_the_decoders_target() -> None:
     np.testing.assert_array_equal(views["sae"].toarray()[0], [0, 0, 2, 3, 4, 0, 6, 7])
     with pytest.raises(ValueError, match="mean pooling"):
         delete_latents(row[:4], dense, [[1]], 4, ("max",), np.ones((4, 3), dtype=np.float32))
+
+
+DEFAULT_SAE = Path(__file__).resolve().parents[1] / "artifacts" / "default-router" / "sae"
+
+
+@pytest.mark.skipif(not (DEFAULT_SAE / "cfg.json").is_file(), reason="no bundled default router")
+def test_the_default_routers_sae_edits_its_dense_row_along_unit_decoder_rows() -> None:
+    """Layer 15 is both the SAE's and the dense row's layer, and rescale_acts_by_decoder_norm makes the decoder
+    direction of latent i W_dec[i] / ‖W_dec[i]‖."""
+    encoder = make_encoder(DEFAULT_SAE)
+    assert encoder.kind == "sae" and tuple(encoder.layers) == (encoder.reference_layer,) == (15,)
+    assert encoder.module.cfg.rescale_acts_by_decoder_norm
+    directions = decoder_directions(encoder)
+    assert directions is not None
+    w = encoder.module.W_dec.detach().numpy()
+    # decode(e_i) − decode(0) adds then subtracts b_dec in float32: a few 1e-6 of cancellation error
+    np.testing.assert_allclose(directions, w / np.linalg.norm(w, axis=1, keepdims=True), rtol=1e-4, atol=1e-5)

@@ -22,8 +22,13 @@ What "delete latent i" means in each view:
 
   which is exact (up to float32 rounding) for a single-layer SAE whose layer is the dense row's reference layer
   (checked against recomputing from hidden states in ``tests/test_intervene.py``). It needs the ``mean``
-  pooling block. A RouteSAE reconstructs a routed mix of layers, not the reference layer's state: there
-  :func:`decoder_directions` gives None and the dense row is left unedited (only the SAE views see the deletion).
+  pooling block. The default router qualifies: one TopK SAE at layer 15, which is also its dense reference layer;
+  pooling ``max`` and ``mean`` over the same tokens for both views (the prompt's own tokens after head/tail
+  truncation to 128, without the chat template's wrapper: ``content_mask``); no activation normalization; trained
+  with ``rescale_acts_by_decoder_norm``, so d_i = W_dec[i] / ‖W_dec[i]‖ rather than W_dec[i] (both checked on its
+  bundled SAE by ``tests/test_intervene.py``). A RouteSAE reconstructs a routed mix of layers, not the reference
+  layer's state: there :func:`decoder_directions` gives None and the dense row is left unedited (only the SAE views
+  see the deletion; the explanation says so with ``deletion.dense_edited`` false).
 """
 
 from __future__ import annotations
