@@ -32,7 +32,13 @@ from router_models.decide.engine import (
     resolve_lambda,
     runner_up,
 )
-from router_models.decide.explain import candidate_latents, explain_pair, measured_effects, probe_contributions
+from router_models.decide.explain import (
+    CITED,
+    candidate_latents,
+    explain_pair,
+    measured_effects,
+    probe_contributions,
+)
 from router_models.evaluate.metrics import evaluate_router
 from router_models.features.intervene import active_latents, decoder_directions, delete_latents
 from router_models.features.spec import FeatureSpec
@@ -141,7 +147,7 @@ class TrainedRouter:
             "active_latents": int(active_latents(x, self.spec.d_sae).size),
             "screened": len(cands),
             "dense_edited": dense_edited,
-            "top_n": 8,
+            "top_n": CITED,
         }
         return {"features": feats, "deletion": deletion}
 

@@ -41,6 +41,7 @@ from router_models.decide.engine import PromptScores, lambda_interval
 from router_models.scorers import ClusterScorer, ProbeScorer
 
 __all__ = [
+    "CITED",
     "Contributions",
     "candidate_latents",
     "cluster_summary",
@@ -49,6 +50,9 @@ __all__ = [
     "measured_effects",
     "probe_contributions",
 ]
+
+
+CITED = 8  # latents an explanation cites at most (the screened ones ranked by measured effect at the decision's λ)
 
 
 @dataclass(frozen=True)
