@@ -5,6 +5,10 @@ In:  fitted pieces (from :func:`router_models.train.selection.fit_router`, or
 Out: a :class:`TrainedRouter`, a :class:`~router_models.decide.engine.RoutingEngine`: ``score_batch(texts)``
      runs backbone → SAE → scorer → calibration and the cost model; ``decide`` / ``explain`` on top.
 
+``explain`` cites the SAE latents whose deletion (:mod:`router_models.features.intervene`) most lowers the
+served margin of the choice over the runner-up, measured by re-scoring the edited features with the served
+scorer, calibration and cost model in one batch (:meth:`TrainedRouter.rescore`).
+
 Roles inside a router: ``scorer`` predicts the ``n_base`` models it was trained on (any kind); ``probe``
 (pooled SAE features) explains decisions; ``clusters`` (UniRoute k-means) carries per-cluster costs and
 models onboarded later (:mod:`router_models.train.onboard`), whose quality comes from ``probe`` or ``clusters``.
@@ -28,8 +32,15 @@ from router_models.decide.engine import (
     resolve_lambda,
     runner_up,
 )
-from router_models.decide.explain import explain_pair
+from router_models.decide.explain import (
+    CITED,
+    candidate_latents,
+    explain_pair,
+    measured_effects,
+    probe_contributions,
+)
 from router_models.evaluate.metrics import evaluate_router
+from router_models.features.intervene import active_latents, decoder_directions, delete_latents
 from router_models.features.spec import FeatureSpec
 from router_models.scorers import BlendScorer, ClusterScorer, ProbeScorer, weighted_sum
 from router_models.train.calibration import Calibrator
@@ -70,7 +81,10 @@ class TrainedRouter:
     labels: dict[str, Any] | None = None
     report: dict[str, Any] = field(default_factory=dict)  # selection, calibration, test metrics, data
     featurize: Featurize | None = field(default=None, repr=False)
+    decoder: np.ndarray | None = field(default=None, repr=False)  # [d_sae, d_model]; read from spec.sae_dir if None
+    explain_candidates: int = 32  # latents whose deletion ``explain`` measures (one batched re-score)
     _version: str | None = field(default=None, repr=False)
+    _decoder_read: bool = field(default=False, repr=False)
 
     # -------------------------------------------------------------------------------- engine protocol
     @property
@@ -95,6 +109,9 @@ class TrainedRouter:
         return self.scores_from_features(self.featurize(list(texts)), texts)
 
     def explain(self, scores: PromptScores, chosen: str, runner_up: str | None) -> dict[str, Any]:
+        """Why ``chosen`` over ``runner_up``: every screened latent's measured effect on the served margins
+        (``features``, ``deletion``; :func:`~router_models.decide.engine.explain_decision` ranks them at the
+        decision's λ), the SAE probe's logit decomposition (``probe``) and each part's and cluster's view."""
         out = explain_pair(
             self.models,
             scores,
@@ -107,9 +124,65 @@ class TrainedRouter:
             pooling=self.spec.pooling if self.spec else ("max", "mean"),
         )
         out["scorer"] = self.scorer_name
-        if self.probe is not None and self.scorer_name != "probe":
-            out["note"] = f"served scorer is {self.scorer_name!r}; feature contributions come from the SAE probe"
+        if scores.features is not None and "dense" in scores.extras and self.spec is not None:
+            out |= self._deletion_effects(scores, chosen, runner_up)
+            out["note"] = (
+                f"features: measured by deleting each latent and re-scoring with the served {self.scorer_name!r} "
+                "scorer; 'probe' decomposes the SAE probe's own logits"
+            )
         return out
+
+    def _deletion_effects(self, scores: PromptScores, chosen: str, runner_up: str | None) -> dict[str, Any]:
+        """``features``: the screened latents with their measured Δ margins; ``deletion``: how they were measured."""
+        assert self.spec is not None and scores.features is not None
+        x = np.asarray(scores.features, dtype=np.float32).ravel()
+        i, r = self.models.index(chosen), None if runner_up is None else self.models.index(runner_up)
+        contrib = None
+        if self.probe is not None:
+            contrib = probe_contributions(self.probe, x, i, r).values
+        cands = candidate_latents(x, self.spec.d_sae, self.explain_candidates, contrib)
+        q, c, dense_edited = self.rescore(scores, [[], *([int(k)] for k in cands)])
+        feats = measured_effects(q, c, i, r, cands, x, self.labels, self.spec.d_sae, self.spec.pooling, contrib)
+        deletion = {
+            "active_latents": int(active_latents(x, self.spec.d_sae).size),
+            "screened": len(cands),
+            "dense_edited": dense_edited,
+            "top_n": CITED,
+        }
+        return {"features": feats, "deletion": deletion}
+
+    def decoder_directions(self) -> np.ndarray | None:
+        """The SAE's decoder directions ``[d_sae, d_model]`` for the dense edit, read once from ``spec.sae_dir``;
+        None without an SAE folder or when the dense row is not its target (a RouteSAE)."""
+        if self.decoder is None and not self._decoder_read:
+            self._decoder_read = True
+            sae_dir = self.spec.sae_dir if self.spec is not None else None
+            if sae_dir is not None and sae_dir.is_dir():
+                from router_models.features.encoder import make_encoder
+
+                self.decoder = decoder_directions(make_encoder(sae_dir))
+        return self.decoder
+
+    def rescore(self, scores: PromptScores, deletions: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Served quality and cost ``[b, m]`` of one prompt with each set of latents ``deletions[b]`` deleted from
+        every feature view (:func:`~router_models.features.intervene.delete_latents`), in one batched call through
+        the served scorer, calibration and cost model; and whether the dense view was edited too.
+
+        Needs ``scores.features`` (the pooled SAE row) and ``scores.extras["dense"]`` (the dense row). The cost
+        moves only when the edit moves the prompt to another cost group (:meth:`CostModel.regroup`); an empty
+        set reproduces ``scores``."""
+        assert self.spec is not None and scores.features is not None, "needs a feature spec and the SAE row"
+        dense = np.asarray(scores.extras["dense"], dtype=np.float32)
+        decoder = self.decoder_directions()
+        deletions = [[], *deletions]  # row 0: the unedited prompt, for its cost group
+        views = delete_latents(scores.features, dense, deletions, self.spec.d_sae, self.spec.pooling, decoder)
+        q, _ = self._quality(views)
+        groups = self._cost_groups(views)
+        if groups is None:
+            c = np.repeat(np.asarray(scores.cost, dtype=np.float64)[None, :], len(deletions), axis=0)
+        else:
+            c = self.costs.regroup(np.asarray(scores.cost, dtype=np.float64), int(groups[0]), groups)
+        return q[1:], c[1:], decoder is not None
 
     # ------------------------------------------------------------------------------------ prediction
     def feature_views(self, feats: PromptFeatures) -> dict[str, Any]:
@@ -125,6 +198,16 @@ class TrainedRouter:
     ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str, float, np.ndarray]]]:
         """(calibrated quality, expected cost, the ensemble's parts as (name, features, weight, raw quality
         [n, n_base]); empty unless the served scorer is an ensemble)."""
+        q, parts = self._quality(views)
+        return q, self.costs.predict(texts, self._cost_groups(views)), parts
+
+    def _cost_groups(self, views: Mapping[str, Any]) -> np.ndarray | None:
+        if self.cost_groups and self.clusters is not None:
+            return np.asarray(self.clusters.assign(views[self.cluster_features]))
+        return None
+
+    def _quality(self, views: Mapping[str, Any]) -> tuple[np.ndarray, list[tuple[str, str, float, np.ndarray]]]:
+        """(calibrated quality [n, m], the ensemble's parts: see :meth:`_predict`)."""
         parts: list[tuple[str, str, float, np.ndarray]] = []
         if isinstance(self.scorer, BlendScorer):
             s = self.scorer
@@ -137,10 +220,7 @@ class TrainedRouter:
         if self.onboarded:
             extra = self._onboarded_quality(views)
             raw = np.hstack([raw, extra])
-        groups = None
-        if self.cost_groups and self.clusters is not None:
-            groups = self.clusters.assign(views[self.cluster_features])
-        return self.calibrator.apply(raw), self.costs.predict(texts, groups), parts
+        return self.calibrator.apply(raw), parts
 
     def _onboarded_quality(self, views: Mapping[str, Any]) -> np.ndarray:
         q_probe = self.probe.predict_quality(views["sae"]) if self.probe is not None else None
@@ -153,7 +233,8 @@ class TrainedRouter:
         return np.stack(cols, axis=1)
 
     def scores_from_features(self, feats: PromptFeatures, texts: Sequence[str]) -> list[PromptScores]:
-        """One PromptScores per prompt; ``features`` is the pooled SAE row (dense float32) for explanations."""
+        """One PromptScores per prompt; ``features`` (the pooled SAE row, dense float32) and ``extras["dense"]``
+        (the dense row, as a list so that it survives the gateway's JSON cache) are kept for explanations."""
         q, c, parts = self._predict(self.feature_views(feats), texts)
         nearest: list[list[list[float]]] = [[] for _ in texts]
         if self.clusters is not None:
@@ -169,6 +250,7 @@ class TrainedRouter:
                 extras={
                     "recon_error": float(feats.recon_error[i]),
                     "n_tokens": int(feats.n_tokens[i]),
+                    "dense": feats.dense[i].tolist(),
                     **({"clusters": nearest[i]} if nearest[i] else {}),
                     **({"ensemble": [[n, k, w, pq[i].tolist()] for n, k, w, pq in parts]} if parts else {}),
                 },

@@ -1,4 +1,5 @@
-"""Explanations: the probe's logit difference decomposes exactly into feature contributions."""
+"""Explanations: cited latents are those whose deletion most lowers the served margin, by the reported amount;
+and the probe's logit difference decomposes exactly into feature contributions."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import pytest
 import scipy.sparse as sp
 from router_fakes import MODELS, PRICES, fast_candidates, featurizer, make_routing, one_blas_thread
 
-from router_models.decide.engine import PromptScores, lambda_interval
+from router_models.decide.costs import CostModel
+from router_models.decide.engine import PromptScores, cite_by_effect, lambda_interval
 from router_models.decide.explain import explain_pair, probe_contributions
+from router_models.features.pooling import PromptFeatures
 from router_models.features.spec import FeatureSpec
 from router_models.router import TrainedRouter
 from router_models.scorers import BlendScorer, ProbeScorer
@@ -124,3 +127,109 @@ def test_explain_without_runner_up_or_probe() -> None:
     assert out["runner_up"] is None and "probe" not in out and out["chosen"]["quality"] == 0.9
     with pytest.raises(ValueError, match="unknown model"):
         explain_pair(MODELS, scores, "nope", None)
+
+
+def _delete(feats: PromptFeatures, latent: int, decoder: np.ndarray, d_sae: int = 32) -> PromptFeatures:
+    """``feats`` (one row, blocks [max | mean]) with ``latent`` deleted, written out independently of
+    router_models.features.intervene."""
+    x = feats.sparse.toarray()
+    mean = x[0, d_sae + latent]
+    x[0, [latent, d_sae + latent]] = 0.0
+    dense = feats.dense - mean * decoder[latent]
+    return PromptFeatures(sp.csr_matrix(x), dense, feats.recon_error, feats.n_tokens)
+
+
+def test_deleting_a_cited_latent_changes_the_served_margin_by_the_reported_amount(
+    fitted: tuple[TrainedRouter, list[str]],
+) -> None:
+    router, texts = fitted
+    decoder = np.random.default_rng(0).normal(0, 0.5, (32, 16)).astype(np.float32)
+    router = replace(router, decoder=decoder)
+    assert router.featurize is not None
+    for text in texts[:6]:
+        d = router.decide(text, "balanced", explain=True)
+        ex = d.explanation
+        assert ex is not None and ex["deletion"]["dense_edited"] and ex["deletion"]["screened"] <= 32
+        cited = ex["features"]
+        assert all(f["delta_utility_margin"] < 0 for f in cited) and len(cited) <= ex["deletion"]["top_n"]
+        assert [f["delta_utility_margin"] for f in cited] == sorted(f["delta_utility_margin"] for f in cited)
+        i, r = router.models.index(d.model), router.models.index(d.ranking[1])
+        for f in cited[:3]:  # re-predict through the full served path, the cost model reading the text
+            q, c = router.predict(_delete(router.featurize([text]), f["latent"], decoder), [text])
+            after = (q[0, i] - d.lam * c[0, i]) - (q[0, r] - d.lam * c[0, r])
+            assert after - ex["utility_margin"] == pytest.approx(f["delta_utility_margin"], abs=1e-9)
+            assert q[0, i] - q[0, r] - ex["quality_margin"] == pytest.approx(f["delta_quality_margin"], abs=1e-9)
+            assert f["label"] == f"latent-{f['latent']}" and set(f["activation"]) == {"max", "mean"}
+
+
+class OneLatent:
+    """A scorer that reads latent 5's max-pooled activation and nothing else: model "a" gains with it."""
+
+    name = "one_latent"
+
+    def predict_quality(self, X: sp.csr_matrix) -> np.ndarray:
+        x = X.toarray()
+        return np.stack([0.5 + 0.05 * x[:, 5], np.full(len(x), 0.5)], axis=1)
+
+
+def test_a_router_reading_one_latent_cites_it_first_and_other_deletions_do_nothing() -> None:
+    d_sae = 16
+    costs = CostModel(("a", "b"), ["fixed", "fixed"], np.zeros(2), np.zeros(2), np.zeros((1, 2)), np.ones(2))
+    router = TrainedRouter(
+        models=("a", "b"),
+        n_base=2,
+        scorer=OneLatent(),
+        scorer_name="one_latent",
+        scorer_features="sae",
+        calibrator=Calibrator.identity(2),
+        costs=costs,
+        preset_table={"default": {"lambda": 0.0}},
+        spec=FeatureSpec("tiny", 128, 32, True, (2,), 2, d_sae=d_sae, d_model=8),
+        decoder=np.random.default_rng(1).normal(size=(d_sae, 8)).astype(np.float32),
+    )
+    x = np.zeros((1, 2 * d_sae), dtype=np.float32)
+    for latent, act in ((2, 9.0), (5, 2.0), (9, 4.0), (11, 1.0)):  # latent 5 is not the strongest
+        x[0, [latent, d_sae + latent]] = act, act / 3
+    feats = PromptFeatures(sp.csr_matrix(x), np.ones((1, 8), np.float32), np.zeros(1), np.array([7]))
+    scores = router.scores_from_features(feats, ["t"])[0]
+    d = router.decide(scores, "default", explain=True)
+    assert d.model == "a" and d.explanation is not None
+    cited = d.explanation["features"]
+    assert [f["latent"] for f in cited] == [5]
+    assert cited[0]["delta_quality_margin"] == pytest.approx(-0.1) and cited[0]["delta_cost_margin"] == 0.0
+    q, c, dense_edited = router.rescore(scores, [[], [2], [9], [11], [2, 9, 11]])
+    assert np.array_equal(c, np.ones((5, 2)))
+    assert dense_edited and np.array_equal(q, np.repeat(q[:1], 5, axis=0)) and np.array_equal(q[0], scores.quality)
+
+
+def test_cited_latents_are_ranked_by_the_utility_margin_at_the_decisions_lambda() -> None:
+    features = [
+        {"latent": 1, "delta_quality_margin": -0.10, "delta_cost_margin": -1.0},  # cheaper without it
+        {"latent": 2, "delta_quality_margin": -0.05, "delta_cost_margin": 0.0},
+        {"latent": 3, "delta_quality_margin": 0.02, "delta_cost_margin": 0.0},  # deleting it helps the choice
+    ]
+    assert [f["latent"] for f in cite_by_effect(features, 0.0, 8)] == [1, 2]
+    at_02 = cite_by_effect(features, 0.2, 8)
+    assert [f["latent"] for f in at_02] == [2] and at_02[0]["delta_utility_margin"] == pytest.approx(-0.05)
+    assert [f["latent"] for f in cite_by_effect(features, 0.0, 1)] == [1]
+
+
+def test_the_deletion_benchmark_measures_what_the_explanation_reports(fitted: tuple[TrainedRouter, list[str]]) -> None:
+    from benchmarks.deletion import METHODS, _one_prompt, summarize, table
+
+    router, texts = fitted
+    router = replace(router, decoder=np.random.default_rng(0).normal(0, 0.5, (32, 16)).astype(np.float32))
+    lam = router.presets["balanced"]
+    rng = np.random.default_rng(0)
+    prompts = [_one_prompt(router, s, lam, [1, 3], 3, rng, True) for s in router.score_batch(texts[:8])]
+    for p, text in zip(prompts, texts[:8], strict=True):
+        ex = router.decide(text, lam, explain=True).explanation
+        assert ex is not None
+        first = -ex["features"][0]["delta_utility_margin"] if ex["features"] else 0.0
+        assert p["deletions"]["cited@1"]["utility_drop"] == pytest.approx(first, abs=1e-9)
+        assert p["screen_all"]["best_drop"] >= first - 1e-9
+    summary = summarize(prompts, [1, 3], 200, 0)
+    assert {f"{m}@{k}" for m in METHODS for k in (1, 3)} == set(summary)
+    lo, hi = summary["cited@1"]["utility_drop_mean"][1:]
+    assert lo <= summary["cited@1"]["utility_drop_mean"][0] <= hi
+    assert table(summary, [1, 3]).count("\n") == 2 + 2 * len(METHODS)

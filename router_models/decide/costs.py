@@ -155,6 +155,13 @@ class CostModel:
         token_cost = (in_tok[:, None] * self.price_in + self.out_tokens[g] * self.price_out) / 1e6
         return np.where(np.array(self.mode) == "tokens", token_cost, self.fixed)
 
+    def regroup(self, cost: np.ndarray, group: int, groups: np.ndarray) -> np.ndarray:
+        """Expected cost [b, m] of one prompt whose cost ``cost`` [m] was predicted in ``group``, had it fallen in
+        each of ``groups`` [b] instead: only the expected output tokens depend on the group, so the prompt's text
+        (its input tokens) is not needed."""
+        shift = (self.out_tokens[np.asarray(groups, dtype=np.int64)] - self.out_tokens[group]) * self.price_out / 1e6
+        return np.asarray(cost, dtype=np.float64)[None, :] + np.where(np.array(self.mode) == "tokens", shift, 0.0)
+
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {"price_in": self.price_in, "price_out": self.price_out, "out_tokens": self.out_tokens}
         return {"mode": list(self.mode), "token_count": self.count_tokens.__name__}, arrays | {"fixed": self.fixed}

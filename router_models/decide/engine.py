@@ -30,6 +30,7 @@ __all__ = [
     "RoutingEngine",
     "UnknownPreset",
     "check_lambda",
+    "cite_by_effect",
     "decide",
     "explain_decision",
     "jsonable",
@@ -198,13 +199,26 @@ def explain_decision(pair: Mapping[str, Any], d: Decision) -> dict[str, Any]:
     """The explanation of a decision, as the CLI and the gateway both give it: the engine's chosen-vs-runner-up
     explanation (``pair``, from ``engine.explain(scores, d.model, runner_up(d))``) plus what depends on the
     decision: the utility margin over the runner-up at ``d.lam`` and the λ interval over which the choice holds
-    against every eligible model. Strict JSON values (non-finite floats become None)."""
+    against every eligible model, and the cited latents: those the engine measured (``pair["features"]``),
+    ranked by their effect on that utility margin (:func:`cite_by_effect`). Strict JSON values (non-finite
+    floats become None)."""
     r = runner_up(d)
     out = dict(pair)
     out.setdefault("runner_up", r)
     out["utility_margin"] = d.utility[d.model] - d.utility[r] if r is not None else None
     out["lambda_interval"] = list(d.lambda_interval)
+    if "deletion" in out:
+        out["features"] = cite_by_effect(out.get("features") or [], d.lam, int(out["deletion"]["top_n"]))
     return dict(jsonable(out))
+
+
+def cite_by_effect(features: Sequence[Mapping[str, Any]], lam: float, top_n: int) -> list[dict[str, Any]]:
+    """The ``top_n`` latents whose deletion most lowers the utility margin at ``lam``, largest drop first; a
+    latent whose deletion does not lower it (Δ ≥ 0) is not cited. Each entry (with its measured
+    ``delta_quality_margin`` and ``delta_cost_margin``) gains ``delta_utility_margin`` = Δq − λ·Δc."""
+    scored = [dict(f, delta_utility_margin=f["delta_quality_margin"] - lam * f["delta_cost_margin"]) for f in features]
+    lowering = [f for f in scored if f["delta_utility_margin"] < 0]
+    return sorted(lowering, key=lambda f: f["delta_utility_margin"])[:top_n]
 
 
 def jsonable(obj: Any) -> Any:

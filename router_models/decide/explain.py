@@ -1,24 +1,31 @@
-"""Why a router chose one model over the runner-up, in terms of SAE features.
+"""Why a router chose one model over the runner-up, in terms of SAE latents.
 
 In:  one prompt's :class:`~router_models.decide.engine.PromptScores` (predicted quality and cost of every model, its
      pooled SAE feature row, and the cluster assignment in ``extras`` when the router has clusters), the
      chosen and runner-up models, a fitted :class:`~router_models.scorers.ProbeScorer` over those features,
-     and the feature labels JSON (:func:`router_models.features.pooling.label_features`).
-Out: a JSON-able dict: both models' predicted quality and cost, the margins, the λ range over which the
-     chosen model beats the runner-up, and the features that most separate the two.
+     the feature labels JSON (:func:`router_models.features.pooling.label_features`), and, for the cited
+     latents, the served predictions of the prompt with each candidate latent deleted (computed by the router:
+     :meth:`router_models.router.TrainedRouter.rescore`).
+Out: JSON-able pieces: both models' predicted quality and cost, the margins, the λ range over which the chosen
+     model beats the runner-up, the latents with their *measured* effect on the served margins
+     (:func:`measured_effects`; which ones to measure: :func:`candidate_latents`), and the SAE probe's own
+     logit decomposition.
 
-For a probe the logit difference decomposes exactly. With standardized features
-x̃_f = (x_f − μ_f) / σ_f and per-model weights w, biases b:
+Cited latents are ranked by what deleting them does to the served decision (every scorer part, calibration
+and cost model see the deletion), not by a model's weights: in an ensemble a latent that dominates the probe's
+logit may barely move the blended quality, and may move it the other way (benchmarks/RESULTS.md §13).
+
+For the probe the logit difference also decomposes exactly, kept as the secondary ``probe`` field. With
+standardized features x̃_f = (x_f − μ_f) / σ_f and per-model weights w, biases b:
 
     logit_chosen − logit_runner = Σ_f x̃_f (w_chosen,f − w_runner,f) + (b_chosen − b_runner)
 
 so contribution_f = x̃_f (w_chosen,f − w_runner,f). We list the largest |contribution_f| and report the rest as
 one sum, so the listed numbers add up to the logit difference. A feature that is *absent* (x_f = 0) can still
 contribute through −μ_f/σ_f: not firing where it usually fires is evidence too. The probe explains its own
-(uncalibrated) logits; the served quality is calibrated, which is monotone per model, so the direction agrees.
-For a cluster router the nearest clusters and both models' per-cluster mean scores are the explanation. For
-an ensemble, each part's prediction for the two models and its weight show which view (SAE probe, kNN,
-clusters) carried the decision.
+(uncalibrated) logits only. For a cluster router the nearest clusters and both models' per-cluster mean scores
+are the explanation. For an ensemble, each part's prediction for the two models and its weight show which view
+(SAE probe, kNN, clusters) carried the decision.
 """
 
 from __future__ import annotations
@@ -33,7 +40,19 @@ import scipy.sparse as sp
 from router_models.decide.engine import PromptScores, lambda_interval
 from router_models.scorers import ClusterScorer, ProbeScorer
 
-__all__ = ["Contributions", "cluster_summary", "ensemble_summary", "explain_pair", "probe_contributions"]
+__all__ = [
+    "CITED",
+    "Contributions",
+    "candidate_latents",
+    "cluster_summary",
+    "ensemble_summary",
+    "explain_pair",
+    "measured_effects",
+    "probe_contributions",
+]
+
+
+CITED = 8  # latents an explanation cites at most (the screened ones ranked by measured effect at the decision's λ)
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,65 @@ def _top_features(
         "other_features": rest,
         "features": feats,
     }
+
+
+def candidate_latents(x: np.ndarray, d_sae: int, n: int, contributions: np.ndarray | None = None) -> np.ndarray:
+    """Up to ``n`` active latents of the pooled row ``x`` [d_sae · P] whose deletion is worth measuring: taken in
+    turn from the largest pooled activation (summed over blocks) and, given the probe's contributions [d_sae · P],
+    the largest |contribution| (summed over blocks), so that neither view's strongest latents are missed."""
+    blocks = np.asarray(x, dtype=np.float64).reshape(-1, d_sae)
+    active = np.flatnonzero((blocks != 0).any(axis=0))
+    if active.size <= n:
+        return active
+    orders = [active[np.argsort(-blocks[:, active].sum(axis=0), kind="stable")]]
+    if contributions is not None:
+        weight = np.abs(np.asarray(contributions).reshape(-1, d_sae)).sum(axis=0)[active]
+        orders.insert(0, active[np.argsort(-weight, kind="stable")])
+    picked: dict[int, None] = {}
+    for rank in range(active.size):
+        for order in orders:
+            picked.setdefault(int(order[rank]), None)
+        if len(picked) >= n:
+            break
+    return np.array(list(picked)[:n], dtype=np.int64)
+
+
+def measured_effects(
+    quality: np.ndarray,
+    cost: np.ndarray,
+    chosen: int,
+    runner_up: int | None,
+    latents: Sequence[int] | np.ndarray,
+    x: np.ndarray,
+    labels: Mapping[str, Any] | None,
+    d_sae: int,
+    pooling: Sequence[str],
+    contributions: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """One entry per deleted latent, most negative Δ quality margin first.
+
+    quality, cost: [1 + b, m] served predictions, row 0 with nothing deleted and row 1 + k with ``latents[k]``
+    deleted. Δ = edited − unedited, of (chosen − runner-up) (of the chosen model alone without a runner-up); the
+    utility margin's Δ is Δq − λ·Δc, added by :func:`router_models.decide.engine.explain_decision`."""
+    q, c = np.asarray(quality, dtype=np.float64), np.asarray(cost, dtype=np.float64)
+    qm = q[:, chosen] - (q[:, runner_up] if runner_up is not None else 0.0)
+    cm = c[:, chosen] - (c[:, runner_up] if runner_up is not None else 0.0)
+    info = (labels or {}).get("latents", {})
+    blocks = np.asarray(x, dtype=np.float64).reshape(-1, d_sae)
+    per_latent = None if contributions is None else np.asarray(contributions).reshape(-1, d_sae).sum(axis=0)
+    out = []
+    for k, latent in enumerate(int(i) for i in latents):
+        out.append(
+            {
+                "latent": latent,
+                "label": info.get(str(latent), {}).get("label"),
+                "activation": {pool: float(blocks[b, latent]) for b, pool in enumerate(pooling)},
+                "delta_quality_margin": float(qm[1 + k] - qm[0]),
+                "delta_cost_margin": float(cm[1 + k] - cm[0]),
+                "probe_contribution": None if per_latent is None else float(per_latent[latent]),
+            }
+        )
+    return sorted(out, key=lambda f: f["delta_quality_margin"])
 
 
 def cluster_summary(

@@ -57,6 +57,9 @@ def test_routes_real_prompts_with_named_features(gateway_url: str) -> None:
     assert body["model"] in body["models"] and body["ranking"][0] == body["model"]
     feats = body["explanation"]["probe"]["features"]
     assert feats and all({"latent", "label", "activation", "contribution"} <= set(f) for f in feats)
+    cited = body["explanation"]["features"]  # by measured effect on the served margin: every one lowers it
+    assert cited and all(f["label"] and f["delta_utility_margin"] < 0 for f in cited)
+    assert body["explanation"]["deletion"]["dense_edited"] is True
     cheap = httpx.post(f"{gateway_url}/route", json={"prompt": hard, "lambda": 1e9}, timeout=60).json()
     quality = httpx.post(f"{gateway_url}/route", json={"prompt": hard, "lambda": 0}, timeout=60).json()
     cost = {m: v["cost"] for m, v in quality["models"].items()}
@@ -99,6 +102,7 @@ def test_cli_and_http_give_the_same_explanation(gateway_url: str, capsys: pytest
         assert body["model"] == cli["model"] and body["lambda"] == cli["lambda"]
         assert body["explanation"] == cli["explanation"]
         assert cli["explanation"]["utility_margin"] is not None and cli["explanation"]["probe"]["features"]
+        assert cli["explanation"]["features"]
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared routing data")
