@@ -189,7 +189,9 @@ def test_queueing_for_a_backend_slot_does_not_count_as_upstream_timeout(
         queued = metric(client, 'sae_router_upstream_queue_seconds_sum{model="medium-model"}')
     assert [r.status_code for r in results] == [200] * 8
     assert upstream.max_inflight == 1
-    assert upstream_sum < 8 * 0.1 + 0.5  # upstream time only; with the queue in it, it would be ~3.6 s
+    # upstream time only (~0.8 s); with the queue in it, it would be ~3.6 s. The bound sits halfway, so a busy
+    # machine's slower requests (1.317 s was seen at load 6) do not fail it while the queue still would.
+    assert upstream_sum < 8 * 0.1 + 1.4
     assert queued > 0.5
 
 
