@@ -255,6 +255,25 @@ function ensembleTable(parts, names) {
   );
 }
 
+function citedTable(feats) {
+  if (!Array.isArray(feats) || !feats.length) return null;
+  const maxAbs = Math.max(...feats.map((f) => Math.abs(f.delta_utility_margin)), 1e-12);
+  const rows = feats.map((f) => [
+    h("span", { class: "feature-label", text: f.label || `latent ${f.latent} (unlabelled)` }),
+    String(f.latent),
+    `${num(f.activation?.max)} / ${num(f.activation?.mean)}`,
+    h("span", { class: "barcell signed" }, bar(Math.abs(f.delta_utility_margin) / maxAbs, "neg"), signed(f.delta_utility_margin, 5)),
+    signed(f.delta_quality_margin, 4),
+  ]);
+  const t = table(
+    "SAE features the choice rests on: deleting each one and re-scoring with the served router lowers the utility margin by this much",
+    [{ label: "feature" }, { label: "latent" }, { label: "activation max / mean", cls: "num" }, { label: "Δ utility margin" }, { label: "Δ quality margin", cls: "num" }],
+    rows,
+  );
+  t.id = "cited";
+  return t;
+}
+
 function featureTable(probe) {
   const feats = probe?.features;
   if (!Array.isArray(feats) || !feats.length) return null;
@@ -269,7 +288,7 @@ function featureTable(probe) {
     ];
   });
   const t = table(
-    "SAE features that most separate the two (contribution to the chosen model's logit minus the runner-up's)",
+    "The SAE probe's own view: features that most separate the two in its logits (chosen minus runner-up)",
     [{ label: "feature" }, { label: "latent" }, { label: "activation", cls: "num" }, { label: "contribution" }],
     rows,
   );
@@ -309,6 +328,7 @@ function renderExplanation() {
     margins(ex, r),
     ex.note ? h("p", { class: "muted", text: ex.note }) : null,
     ensembleTable(ex.ensemble, names),
+    citedTable(ex.features),
     featureTable(ex.probe),
     clusterTable(ex.clusters, names),
   );

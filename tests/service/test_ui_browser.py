@@ -222,6 +222,12 @@ def test_explanation_lists_labelled_features(ui: Page, gateway: str) -> None:
     assert labels == [f["label"] for f in features] and all(labels)
     signs = page.locator("#features td:last-child").all_inner_texts()
     assert [s.strip()[0] for s in signs] == ["+" if f["contribution"] > 0 else "−" for f in features]
+    cited = routed["explanation"]["features"]  # ranked by measured effect on the served margin
+    assert cited and page.locator("#cited .feature-label").all_inner_texts() == [
+        f["label"] or f"latent {f['latent']} (unlabelled)" for f in cited
+    ]
+    drops = page.locator("#cited td:nth-child(4)").all_inner_texts()
+    assert [d.strip()[0] for d in drops] == ["−"] * len(cited)  # every cited latent lowers the margin
     margins = page.inner_text("#margins")
     assert "utility margin" in margins and "quality margin" in margins
     assert page.get_by_text(f"{routed['model']} vs {routed['ranking'][1]}").is_visible()

@@ -16,6 +16,7 @@ from router_fakes import PRICES, fast_candidates, make_routing, one_blas_thread,
 
 from router_models.evaluate.metrics import reference_points, reference_report
 from router_models.features.pooling import PromptFeatures
+from router_models.features.spec import FeatureSpec
 from router_models.router import TrainedRouter
 from router_models.train.selection import fit_router
 
@@ -23,6 +24,9 @@ __all__ = ["TOPICS", "ui_router"]
 
 TOPICS = ("greeting", "math", "code", "history")  # keyword -> synthetic topic 0..3
 LABELS = ("greeting words", "digits and operators", "code tokens", "dates and names")
+
+
+SPEC = FeatureSpec("SmolLM2-135M-Instruct", 512, 64, True, (9,), 9, d_sae=32, d_model=16)  # synthetic: 2 × 32 latents
 
 
 @functools.cache
@@ -35,7 +39,9 @@ def ui_router() -> TrainedRouter:
         return topic_features(topic, syn.centres, syn.projection, np.random.default_rng(0))
 
     with one_blas_thread():
-        router, _ = fit_router(syn.features, syn.ds, prices=PRICES, candidates=candidates, featurize=featurize)
+        router, _ = fit_router(
+            syn.features, syn.ds, spec=SPEC, prices=PRICES, candidates=candidates, featurize=featurize
+        )
         curve = router.evaluate(syn.features, syn.ds)
     # every latent gets a label naming the topic whose centre it belongs to most (as labels.json would)
     owner = np.argmax(syn.centres, axis=0)
@@ -50,4 +56,6 @@ def ui_router() -> TrainedRouter:
         "routers": {f"sae-router ({router.scorer_name})": curve},
     }
     report = {**router.report, "data": {"dataset": syn.ds.name, "n_train": syn.ds.n_prompts, "folds": 5}, "test": test}
-    return replace(router, labels={"latents": latents}, report=report)
+    # a made-up decoder (latent → dense direction) lets explanations measure each latent's effect by deletion
+    decoder = np.random.default_rng(0).normal(0, 0.5, (SPEC.d_sae, SPEC.d_model)).astype(np.float32)
+    return replace(router, labels={"latents": latents}, report=report, decoder=decoder)
