@@ -64,3 +64,16 @@ def test_state_round_trip_predicts_the_same() -> None:
         assert kind == "irt"
         again = scorer_from_state(kind, params, arrays)
         assert np.array_equal(again.predict_quality(X[:9]), fitted.predict_quality(X[:9]))
+
+
+def test_the_fast_product_has_the_plain_matmul_gradient() -> None:
+    import torch
+
+    from router_models.scorers.irt import _rows_times
+
+    x = torch.randn(50, 7, dtype=torch.float64)
+    w1 = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    w2 = w1.detach().clone().requires_grad_()
+    (_rows_times(x, w1) ** 2).sum().backward()
+    (torch.matmul(x, w2) ** 2).sum().backward()
+    assert w1.grad is not None and torch.allclose(w1.grad, w2.grad)  # type: ignore[arg-type]
