@@ -139,7 +139,10 @@ class Gateway:
 
     def begin_shutdown(self, grace_s: float) -> None:
         """The server stopped accepting: in-flight streams get ``grace_s`` more seconds (see Upstreams.drain).
-        /readyz says 503 from now on; requests in flight still complete and are accounted."""
+        /readyz says 503 from now on; requests in flight still complete and are accounted. The first call
+        counts (the server calls it once per open connection)."""
+        if self._draining:
+            return
         self._draining = True
         if self._ready is not None:
             self._ready.upstreams.drain(grace_s)
