@@ -12,6 +12,7 @@ Pass ``engine`` to serve an already-built ``RoutingEngine`` (tests do) instead o
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -62,5 +63,10 @@ def create_app(settings: Settings, engine: RoutingEngine | None = None) -> FastA
 
 
 def serve(settings: Settings) -> None:
-    """Run the gateway with uvicorn on ``settings.host:settings.port`` (blocks). JSON logs on stderr."""
-    serve_app(lambda: create_app(settings), settings.host, settings.port, settings.log_level, settings.server)
+    """Run the gateway with uvicorn on ``settings.host:settings.port`` (blocks). JSON logs on stderr.
+
+    ``settings.workers`` processes share the port, each with its own app (and router); they share the routing
+    cache, rate limits and usage through Redis (``workers > 1`` requires ``redis_url``).
+    """
+    make_app = functools.partial(create_app, settings)  # picklable: spawned worker processes build their own
+    serve_app(make_app, settings.host, settings.port, settings.log_level, settings.server, settings.workers)
