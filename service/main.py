@@ -13,6 +13,7 @@ Pass ``engine`` to serve an already-built ``RoutingEngine`` (tests do) instead o
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +40,10 @@ def create_app(settings: Settings, engine: RoutingEngine | None = None) -> FastA
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             await gateway.start(engine)
+            # What is loaded by now (the router, torch, the app) lives as long as the process: keep it out of
+            # the collector's full passes, which otherwise stall requests for ~0.3 s over ~560k objects.
+            gc.collect()
+            gc.freeze()
             yield
         except ConfigError as exc:
             log.error("refusing to start: %s", exc)
