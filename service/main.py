@@ -50,6 +50,7 @@ def create_app(settings: Settings, engine: RoutingEngine | None = None) -> FastA
             raise
         finally:
             await gateway.aclose()
+            gc.unfreeze()  # a process serving apps one after another (tests) may collect this one's garbage
 
     app = FastAPI(title="sae-router gateway", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gateway
