@@ -18,6 +18,9 @@ if [ -n "${SAE_ROUTER_TORCH_FIND_LINKS:-}" ]; then TORCH_SOURCE=(--find-links "$
 COMMON=(--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
         --index-strategy unsafe-best-match "${TORCH_SOURCE[@]}" -c requirements/pins.txt --quiet --no-header)
 printf 'setuptools\n' > requirements/.build.in
+# uv keeps the versions already in the output file unless a requirement forces a change: seed it with the current
+# lock so adding one dependency does not upgrade every other (SAE_ROUTER_LOCK_UPGRADE=1 takes the newest instead).
+if [ -z "${SAE_ROUTER_LOCK_UPGRADE:-}" ]; then cat requirements/torch-cpu.txt requirements/lock.txt > requirements/.all.txt; fi
 "$UV" pip compile pyproject.toml requirements/.build.in --all-extras "${COMMON[@]}" -o requirements/.all.txt
 # Split torch (one requirement block: the name line, its hash lines and its "# via" comments) into its own file.
 split_torch() {  # split_torch IN TORCH_OUT REST_OUT

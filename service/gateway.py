@@ -26,6 +26,7 @@ from service.core.errors import ConfigError, EngineError, NotReady, RateLimited,
 from service.core.metrics import Metrics
 from service.core.middleware import RequestContext
 from service.models import ChatCompletionCreate
+from service.netio import upstream_transport
 from service.routing import RouteResult, RouterService, Target, message_text, parse_target, routed_text, shown
 from service.store import RateLimiter, RedisLink, ScoreCache, Usage, UsageStore
 from service.upstream import StreamStats, UpstreamReply, Upstreams
@@ -72,11 +73,13 @@ class Gateway:
         s = self.settings
         log.debug("starting", extra={"fields": {"config": s.describe()}})
         up = s.upstream
+        limits = httpx.Limits(
+            max_connections=up.max_connections, max_keepalive_connections=up.max_keepalive_connections
+        )
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=up.connect_timeout_s, write=up.write_timeout_s, pool=up.pool_timeout_s),
-            limits=httpx.Limits(
-                max_connections=up.max_connections, max_keepalive_connections=up.max_keepalive_connections
-            ),
+            limits=limits,  # for proxy transports from the environment
+            transport=upstream_transport(limits),  # asyncio streams, not anyio (issue 13: see service.netio)
             follow_redirects=False,
         )
         await self._open_stores()
@@ -139,7 +142,10 @@ class Gateway:
 
     def begin_shutdown(self, grace_s: float) -> None:
         """The server stopped accepting: in-flight streams get ``grace_s`` more seconds (see Upstreams.drain).
-        /readyz says 503 from now on; requests in flight still complete and are accounted."""
+        /readyz says 503 from now on; requests in flight still complete and are accounted. The first call
+        counts (the server calls it once per open connection)."""
+        if self._draining:
+            return
         self._draining = True
         if self._ready is not None:
             self._ready.upstreams.drain(grace_s)

@@ -170,7 +170,7 @@ class FallbackSettings(_Section):
 
 
 class ServerSettings(_Section):
-    """The HTTP server (uvicorn, h11) in front of the app, and what it logs per request."""
+    """The HTTP server (uvicorn, httptools) in front of the app, and what it logs per request."""
 
     header_timeout_s: float = Field(default=10.0, gt=0)  # a request's headers must arrive within this (slowloris)
     keep_alive_s: float = Field(default=5.0, gt=0)  # idle keep-alive connections are closed after this
@@ -222,6 +222,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)  # gateway processes sharing the port (one per core); >1 needs redis_url
     # "refuse": a backend whose api_key_env is unset stops start-up (production). "warn": start anyway (routing
     # works; a chat request sent to that backend fails with a 502 naming the missing variable): local trials.
     missing_api_keys: Literal["refuse", "warn"] = "refuse"
@@ -265,6 +266,10 @@ class Settings(BaseSettings):
             raise ValueError(f"artifact {str(self.artifact)!r} is not a directory (a trained router)")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                "workers > 1 needs redis_url: without Redis each process would keep its own rate limits and usage"
+            )
         names = [b.name for b in self.backends]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

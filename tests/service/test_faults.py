@@ -92,6 +92,18 @@ BEFORE_FIRST_BYTE = {
 }
 
 
+def usage_once_recorded(client: httpx.Client) -> dict[str, Any]:
+    """``/v1/usage`` once it counts a request (at most 2 s). A stream's usage is recorded when the gateway's
+    generator finishes, which can be just after the client has read the last chunk; the caller then checks
+    it counts exactly one request."""
+    deadline = time.monotonic() + 2
+    while True:
+        usage: dict[str, Any] = client.get("/v1/usage", headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+        if usage["requests"] >= 1 or time.monotonic() > deadline:
+            return usage
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("fault", list(BEFORE_FIRST_BYTE))
 def test_a_failing_backend_falls_back_to_the_next(
@@ -108,14 +120,7 @@ def test_a_failing_backend_falls_back_to_the_next(
             reply = oa.chat.completions.create(model="router", messages=HARD)  # type: ignore[arg-type]
             text, model = reply.choices[0].message.content or "", reply.model
         elapsed = time.monotonic() - t0
-        # A stream's usage is recorded when the gateway's generator finishes, which can be just after the client
-        # has read the last chunk: wait (bounded) for the record, then check it counts exactly one request.
-        deadline = time.monotonic() + 2
-        while True:
-            usage = client.get("/v1/usage", headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
-            if usage["requests"] >= 1 or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+        usage = usage_once_recorded(client)
         counted = metric(client, f'sae_router_fallbacks_total{{model="large-model",reason="{reason}"}}')
     assert text
     assert elapsed < ATTEMPT_S * 2 + 1  # one timed-out attempt at most, then the fallback
@@ -171,7 +176,7 @@ def test_a_stream_failing_after_the_first_byte_ends_with_one_error_event(
             for c in oa.chat.completions.create(model="router", messages=HARD, stream=True):  # type: ignore[arg-type]
                 got.extend(ch.delta.content or "" for ch in c.choices)
         elapsed = time.monotonic() - t0
-        usage = client.get("/v1/usage", headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+        usage = usage_once_recorded(client)
         interrupted = metric(client, 'sae_router_stream_interrupted_total{model="large-model"}')
     assert "".join(got).startswith("Hello")  # what arrived before the fault was relayed
     assert caught.value.code == code
