@@ -119,3 +119,35 @@ def test_loto_command_writes_the_table_with_same_run_baselines(
 def test_train_refuses_bad_folds_with_a_clear_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["train", "--data", "x.parquet", "--sae", "s", "--out", str(tmp_path / "r"), "--folds", "1"]) == 2
     assert "--folds must be 'task' or a number ≥ 2" in capsys.readouterr().err
+
+
+def test_an_unknown_baseline_fails_before_any_fitting() -> None:
+    from router_models.evaluate.loto import leave_one_task_out
+
+    rows = [(f"p{i}", f"text {i}", ["a", "b"][i % 2], "train", m, 1.0, 0.1) for i in range(8) for m in ("x", "y")]
+    ds = from_long_frame(_frame(rows), "x")
+    # the features (None) are never read: the check comes first
+    with pytest.raises(ValueError, match=r"unknown baseline\(s\) \['knn'\]; available: \['dense probe'"):
+        leave_one_task_out(ds, None, "a", baselines=["knn"])  # type: ignore[arg-type]
+
+
+def test_calibration_chosen_across_groups_scores_each_group_with_a_map_fitted_on_the_others() -> None:
+    from router_models.evaluate.metrics import curve_metrics, reference_points, sweep
+    from router_models.train.calibration import Calibrator
+
+    rng = np.random.default_rng(0)
+    n, models = 300, ("cheap", "strong")
+    groups = np.repeat(np.array(["a", "b", "c"]), n // 3)
+    scores = (rng.random((n, 2)) < np.where(groups[:, None] == "a", [0.2, 0.9], [0.7, 0.8])).astype(float)
+    pred = np.clip(scores * 0.6 + rng.random((n, 2)) * 0.4, 0, 1)
+    costs = np.tile([1e-5, 1e-3], (n, 1))
+    method, table = Calibrator.choose(pred, scores, costs, costs, models, groups=groups)
+    for m in ("identity", "platt", "isotonic"):
+        aucs = []
+        for g in ("a", "b", "c"):
+            fit, held = groups != g, groups == g
+            q = Calibrator.fit(pred[fit], scores[fit], m).apply(pred[held])
+            refs = reference_points(scores[held], costs[held], models)
+            aucs.append(curve_metrics(sweep(q, costs[held], scores[held], costs[held], models=models), refs)["auc"])
+        assert table[m] == pytest.approx(np.mean(aucs))
+    assert method == max(table, key=lambda k: table[k])

@@ -52,6 +52,9 @@ class LotoConfig:
     """prices.json (dataset -> model -> $/Mtok in/out) for the served router's cost model."""
     candidates: list[str] = field(default_factory=list)
     """Candidate scorer presets of the served router (default: every registered candidate)."""
+    baselines: list[str] = field(default_factory=list)
+    """Baselines to fit (labels as in the table, e.g. 'sae knn'; default: every registered baseline and the
+    IRT presets). The best of those fitted is the one the served router's interval is against."""
     folds: str = "task"
     """Served router's selection folds: 'task' (one per training task family) or a number k."""
     n_boot: int = 200
@@ -111,6 +114,7 @@ def leave_one_task_out(
     candidates: list[str] | None = None,
     folds: int | str = "task",
     n_boot: int = 200,
+    baselines: list[str] | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """One held-out family: the served pipeline and the baselines, fitted on the other families (rows of
@@ -120,6 +124,12 @@ def leave_one_task_out(
     from router_models.train.router import parse_folds, pick_candidates
     from router_models.train.selection import fit_router
 
+    table = _baseline_presets()  # checked before any fitting: a typo fails at once
+    if baselines:
+        unknown = sorted(set(baselines) - {label for label, _, _ in table})
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; available: {[label for label, _, _ in table]}")
+        table = [t for t in table if t[0] in baselines]
     train_mask, test_mask, models = split_rows(ds, held)
     tr = _as_train(ds.subset(train_mask).select_models(models))
     te = ds.subset(test_mask).select_models(models)
@@ -147,8 +157,8 @@ def leave_one_task_out(
     routers[served_name]["fit_s"] = round(time.perf_counter() - started, 1)
     log(f"  {held:<12} {served_name:<28} auc {res['auc']:.3f}  ({routers[served_name]['fit_s']:.0f} s)")
     views = {"sae": (f_tr.sparse, f_te.sparse), "dense": (f_tr.dense, f_te.dense)}
-    baselines = []
-    for label, make, kind in _baseline_presets():
+    fitted: list[str] = []
+    for label, make, kind in table:
         t0 = time.perf_counter()
         x_tr, x_te = views[kind]
         preds[label] = q = make().fit(x_tr, tr.scores, val).predict_quality(x_te)
@@ -156,9 +166,11 @@ def leave_one_task_out(
         routers[label] = {k: res[k] for k in KEYS}
         routers[label]["fit_s"] = round(time.perf_counter() - t0, 1)
         if label not in EXTRA_ROUTERS:
-            baselines.append(label)
+            fitted.append(label)
         log(f"  {held:<12} {label:<28} auc {res['auc']:.3f}  ({routers[label]['fit_s']:.0f} s)")
-    best = max(baselines, key=lambda k: routers[k]["auc"])
+    if not fitted:
+        raise ValueError("choose at least one baseline that is not an IRT preset")
+    best = max(fitted, key=lambda k: routers[k]["auc"])
     routers[served_name]["vs_best_baseline"] = paired_bootstrap(
         quality, preds[best], pred_cost, te.scores, te.costs, tuple(models), n_boot=n_boot
     )
@@ -173,7 +185,7 @@ def leave_one_task_out(
         "random_mixing_auc": random_mixing(refs)["auc"],
         "served": served_name,
         "best_baseline": best,
-        "baselines": baselines,
+        "baselines": fitted,
         "routers": routers,
         "selection": {k: v for k, v in selection.items() if k in ("selected", "selection", "candidates")},
     }
@@ -252,6 +264,7 @@ def run_loto(cfg: LotoConfig) -> dict[str, Any]:
             candidates=cfg.candidates or None,
             folds=cfg.folds,
             n_boot=cfg.n_boot,
+            baselines=cfg.baselines or None,
         )
         (out / "loto.json").write_text(json.dumps(results, indent=1, default=float))  # partial results survive
     table = loto_markdown(results)

@@ -91,23 +91,27 @@ class Calibrator:
         models: tuple[str, ...],
         methods: tuple[Method, ...] = AUTO_METHODS,
         seed: int = 0,
+        groups: np.ndarray | None = None,
     ) -> tuple[Method, dict[str, float]]:
-        """The method whose calibrated predictions route best, by 2-fold cross-fitted validation AUC.
+        """The method whose calibrated predictions route best, by cross-fitted validation AUC.
 
         Per-model monotone maps keep each model's own ranking but can reorder models against each other, which
         is what routing compares; so each method is fitted on one half of the validation rows and scored on the
-        other (both ways), and the best mean AUC wins (ties go to the earlier, simpler method).
+        other (both ways), and the best mean AUC wins (ties go to the earlier, simpler method). With ``groups``
+        ([n] labels, e.g. task families) each group is scored by a map fitted on the other groups instead: a
+        map learned on some tasks must help on a task it never saw, or identity wins.
         pred, scores, costs, pred_cost: [n_val, m].
         """
         from router_models.evaluate.metrics import curve_metrics, reference_points, sweep
 
         rng = np.random.default_rng(seed)
         half = rng.permutation(len(pred)) < len(pred) // 2
+        splits = [half, ~half] if groups is None else [np.asarray(groups) != g for g in np.unique(groups)]
         ok = ~np.isnan(scores).all(axis=1)
         table: dict[str, float] = {}
         for method in methods:
             aucs = []
-            for fit_rows in (half, ~half):
+            for fit_rows in splits:
                 test_rows = ~fit_rows & ok
                 cal = cls.fit(pred[fit_rows], scores[fit_rows], method)
                 q, s, c = cal.apply(pred[test_rows]), scores[test_rows], costs[test_rows]

@@ -270,7 +270,9 @@ def fit_router(
     )
     calib_table: dict[str, float] = {}
     if calibration == "auto":
-        calibration, calib_table = Calibrator.choose(sel.oof_quality, train.scores, train.costs, pred_cost, models)
+        calibration, calib_table = Calibrator.choose(
+            sel.oof_quality, train.scores, train.costs, pred_cost, models, groups=fold_ids if folds == "task" else None
+        )
     calibrator = Calibrator.fit(sel.oof_quality, train.scores, calibration)
     q_oof = calibrator.apply(sel.oof_quality)
     ok = ~np.isnan(train.scores).all(axis=1)
