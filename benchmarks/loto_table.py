@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from router_models.data import RoutingDataset, load_dataset
-from router_models.evaluate.loto import split_rows
+from router_models.evaluate.loto import auc_cell, split_rows
 from router_models.evaluate.metrics import evaluate_router, paired_bootstrap, random_mixing, reference_points
 from router_models.scorers import ClusterScorer, KNNScorer, ProbeScorer, holdout_mask, mean_cost
 from router_models.scorers.irt import IRTScorer
@@ -108,16 +108,7 @@ def markdown(results: dict[str, Any]) -> str:
     head = "| held-out task | n test / train | models | random mixing | " + " | ".join(names) + " |"
     lines = [head, "|" + "---|" * (4 + len(names))]
     for task, r in results.items():
-        cells = []
-        for n in names:
-            a = r["routers"][n]
-            cell = f"{a['auc']:.3f}"
-            vs = a.get("vs_best_baseline")
-            if vs:
-                cell += f" ({vs['delta']:+.3f} [{vs['lo']:+.3f}, {vs['hi']:+.3f}])"
-            elif n == r["best_baseline"]:
-                cell += " (best baseline)"
-            cells.append(cell)
+        cells = [auc_cell(r, n) for n in names]
         row = f"| {task} | {r['n_test']} / {r['n_train']} | {r['n_models']} | {r['random_mixing_auc']:.3f} | "
         lines.append(row + " | ".join(cells) + " |")
     lines.append("")

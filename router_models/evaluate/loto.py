@@ -30,7 +30,7 @@ import numpy as np
 from router_models.data import RoutingDataset, normalize_prompt, task_groups
 from router_models.features.pooling import PromptFeatures
 
-__all__ = ["LotoConfig", "leave_one_task_out", "loto_markdown", "run_loto", "split_rows"]
+__all__ = ["LotoConfig", "auc_cell", "leave_one_task_out", "loto_markdown", "run_loto", "split_rows"]
 
 EXTRA_ROUTERS = ("irt", "sae_irt")  # reported next to the baselines (not baselines themselves)
 KEYS = ("auc", "cost_at_95", "peak_quality", "quality_at_best_cost", "curve")
@@ -191,7 +191,9 @@ def leave_one_task_out(
     }
 
 
-def _cell(r: dict[str, Any], name: str) -> str:
+def auc_cell(r: dict[str, Any], name: str) -> str:
+    """A router's AUC, with its paired-bootstrap difference from the best baseline when it has one; the best
+    baseline in bold."""
     a = r["routers"][name]
     cell = f"{a['auc']:.3f}"
     vs = a.get("vs_best_baseline")
@@ -215,7 +217,7 @@ def loto_markdown(results: dict[str, dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * (4 + len(names))]
     for task, r in results.items():
         row = f"| {task} | {r['n_test']} / {r['n_train']} | {len(r['models'])} | {r['random_mixing_auc']:.3f} | "
-        lines.append(row + " | ".join(_cell(r, col(r, n)) for n in names) + " |")
+        lines.append(row + " | ".join(auc_cell(r, col(r, n)) for n in names) + " |")
     lines += ["", "Served router per split: " + "; ".join(f"{t}: {r['served']}" for t, r in results.items()), ""]
     lines += ["cost_at_95 (share of the best single model's cost to reach 95% of its quality; inf = never):", ""]
     lines += ["| held-out task | oracle | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
