@@ -155,3 +155,20 @@ def test_paired_bootstrap_separates_a_real_gap_from_noise() -> None:
     assert same["delta"] == same["lo"] == same["hi"] == 0.0
     flipped = paired_bootstrap(coin, truth, cost, true_q, true_c, MODELS, n_boot=100)
     assert flipped["delta"] == pytest.approx(-gap["delta"]) and flipped["hi"] < 0
+
+
+def test_paired_bootstrap_can_give_each_router_its_own_cost_prediction() -> None:
+    """Two trained routers each decide with their own cost model: with b's costs swapped (it believes the strong
+    model is the cheap one) the same quality predictions route worse, and the difference shows it."""
+    rng = np.random.default_rng(0)
+    n = 300
+    strong = rng.random(n) < 0.5
+    true_q = np.stack([(~strong).astype(float), np.ones(n)], axis=1)
+    true_c = np.tile([1.0, 10.0], (n, 1))
+    truth = true_q.copy()
+    shared = paired_bootstrap(truth, truth.copy(), np.array([1.0, 10.0]), true_q, true_c, MODELS, n_boot=50)
+    own = paired_bootstrap(
+        truth, truth.copy(), np.array([1.0, 10.0]), true_q, true_c, MODELS, n_boot=50, pred_c_b=np.array([10.0, 1.0])
+    )
+    assert shared["delta"] == 0.0
+    assert own["delta"] > 0 and own["lo"] > 0

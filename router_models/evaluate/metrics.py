@@ -288,20 +288,27 @@ def paired_bootstrap(
     models: tuple[str, ...],
     n_boot: int = 200,
     seed: int = 0,
+    pred_c_b: np.ndarray | None = None,
 ) -> dict[str, float]:
     """AUC of router a minus router b, with a 95% percentile interval over prompts resampled with replacement
     (:func:`scipy.stats.bootstrap` over the prompt indices; non-finite draws are dropped).
 
     Both routers are scored on the same resampled prompts (reference points recomputed on each), so the
     interval is for the difference, not two overlapping intervals. pred_a, pred_b, true_q, true_c: [n, m];
-    pred_c: [m] or [n, m]. Returns ``{"delta", "lo", "hi", "share_a_ge_b", "n_boot"}``.
+    pred_c: [m] or [n, m], the predicted cost both routers decide with, unless ``pred_c_b`` gives router b its
+    own (two trained routers, each with its cost model). Returns ``{"delta", "lo", "hi", "share_a_ge_b",
+    "n_boot"}``.
     """
     pred_c = _as_matrix(pred_c, true_q.shape)
+    cost_b = pred_c if pred_c_b is None else _as_matrix(pred_c_b, true_q.shape)
 
     def delta(rows: np.ndarray) -> float:
         q, c = true_q[rows], true_c[rows]
         refs = reference_points(q, c, models)
-        a, b = (curve_metrics(sweep(p[rows], pred_c[rows], q, c, models=models), refs) for p in (pred_a, pred_b))
+        a, b = (
+            curve_metrics(sweep(p[rows], pc[rows], q, c, models=models), refs)
+            for p, pc in ((pred_a, pred_c), (pred_b, cost_b))
+        )
         return float(a["auc"] - b["auc"])
 
     from scipy.stats import bootstrap
