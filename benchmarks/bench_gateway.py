@@ -306,7 +306,8 @@ def _started(
 def _gateway_yaml(workdir: Path, name: str, upstream: str, extra: dict[str, Any]) -> Path:
     import yaml
 
-    models = [m["name"] for m in json.loads((ROOT / "artifacts/default-router/manifest.json").read_text())["models"]]
+    artifact = Path(extra.get("artifact", ROOT / "artifacts/default-router"))
+    models = [m["name"] for m in json.loads((artifact / "manifest.json").read_text())["models"]]
     config = {
         "auth": {"require_auth": False},
         "log_level": "INFO",
@@ -501,6 +502,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="another checkout (e.g. `git archive main | tar -x -C DIR`): its gateway as a pure-proxy row",
     )
+    p.add_argument(
+        "--router",
+        type=Path,
+        action="append",
+        default=[],
+        help="another router directory (e.g. the previous default): its in-process cache-miss row, same prompts",
+    )
     p.add_argument("--litellm", type=Path, default=LITELLM_DEFAULT, help="the litellm CLI (its own virtualenv)")
     p.add_argument("--no-routing", action="store_true", help="skip the in-process router and the feature worker")
     p.add_argument(
@@ -543,6 +551,15 @@ def main(argv: list[str] | None = None) -> int:
                 Target("sae-router router, cached", gw, "router", proc=proc),
                 Target("sae-router router, cache miss", gw, "router", distinct=True, proc=proc),
             ]
+            for k, other in enumerate(args.router):  # other routers' cache-miss rows, same prompts, same run
+                gwo = _free_port()
+                cfgo = _gateway_yaml(workdir, f"router{k}", upstream, {"artifact": str(other.resolve()), "port": gwo})
+                urlo = f"http://{HOST}:{gwo}/readyz"
+                proco = stack.enter_context(
+                    _started(f"sae-router{k}", [sys.executable, "-c", _SERVE], _env(cfgo), urlo, workdir, 300)
+                )
+                label = f"sae-router router ({other.name}), cache miss"
+                targets += [Target(label, gwo, "router", distinct=True, proc=proco)]
             wport = _free_port()
             wcfg = _gateway_yaml(
                 workdir, "worker", upstream, {"artifact": str(ROOT / "artifacts/default-router"), "worker_port": wport}
