@@ -23,9 +23,12 @@ def section(manifest: dict[str, Any]) -> str:
     rep, test = manifest["report"], manifest["report"]["test"]
     data, calib = rep["data"], rep["calibration"]
     cands = rep["candidates"]
+    folds = data.get("folds", "?")
+    cv = "task-grouped cross-validation on them: one fold per task family" if folds == "task" else None
+    cv = cv or f"{folds}-fold cross-validation on them"
     lines = [
         f"Pool: {len(manifest['models'])} models; {data['n_train']} train prompts "
-        f"({data.get('folds', '?')}-fold cross-validation on them), {test['n_test']} test prompts. "
+        f"({cv}), {test['n_test']} test prompts. "
         f"Selected: **{rep['selected']}**; calibration: **{calib['method']}** (cross-fitted AUC "
         + ", ".join(f"{k} {v:.3f}" for k, v in sorted(calib.get("cross_fitted_auc", {}).items()))
         + ").",

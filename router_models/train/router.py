@@ -10,8 +10,9 @@ Out: a router directory (:func:`router_models.artifact.load.save_router`) whose 
 
 The default router is made by::
 
-    sae-router train --data ../shared/data/routing/zeroeval_gsm_math.parquet --complete-models \\
-        --sae artifacts/sae/smollm2-l15 --prices ../shared/data/routing/prices.json --out artifacts/default-router
+    sae-router train --data ../shared/data/routing/zeroeval_{gsm_math,mmlu_redux,zebra}.parquet --folds task \\
+        --candidates knn sae_knn cluster irt sae_irt --sae artifacts/sae/minilm-l3 \\
+        --prices ../shared/data/routing/prices.json --out artifacts/default-router
 """
 
 from __future__ import annotations
