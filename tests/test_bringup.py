@@ -146,7 +146,19 @@ def test_prometheus_scraped_both_gateways_and_the_worker(stack: Stack) -> None:
             break
         time.sleep(2)
     assert want <= up, up
+    import openai
+
+    messages = [{"role": "user", "content": "scrape me"}]
+    for url in stack.gateways:  # one request each, so that both have a request counter to scrape
+        anonymous = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        anonymous.chat.completions.create(model="router", messages=messages)  # type: ignore[arg-type]
+    # A gateway's request counter appears at the first scrape after its first request: wait for that scrape.
     query = 'sum by (instance) (sae_router_requests_total{job="sae-router-gateway"})'
-    result = httpx.get(f"{stack.prometheus}/api/v1/query", params={"query": query}, timeout=10).json()
-    instances = {r["metric"]["instance"] for r in result["data"]["result"]}
+    deadline = time.monotonic() + 30  # 6 scrape intervals (deploy/prometheus.yml: 5 s)
+    while True:
+        result = httpx.get(f"{stack.prometheus}/api/v1/query", params={"query": query}, timeout=10).json()
+        instances = {r["metric"]["instance"] for r in result["data"]["result"]}
+        if instances == {"gateway-1:8080", "gateway-2:8080"} or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert instances == {"gateway-1:8080", "gateway-2:8080"}, result

@@ -209,7 +209,7 @@ def test_redis_stopped_and_restarted_under_steady_traffic(
         stop.set()
         for w in workers:
             w.join()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # the replay is due within ~redis_retry_max_s; slack for a loaded CI
         while redis_requests(own_redis.url, settings.redis_prefix) < len(codes) - before - 8:
             assert time.monotonic() < deadline, "usage counted during the outage did not reach Redis"
             time.sleep(0.05)
