@@ -116,7 +116,11 @@ class RedisLink:
                     await callback()
                 except Exception as exc:  # the callback logs and keeps its data; the next recovery retries
                     log.error("after redis came back: %s", type(exc).__name__, exc_info=exc)
-            return
+            if self.up:
+                return
+            # Lost again while the callbacks ran (an op on a stale connection): mark_down saw this probe still
+            # running and started none, so this one goes on, or the link would stay down for good.
+            delay = 0.1
 
     async def run(self, op: str, remote: Callable[[Redis], Awaitable[T]], local: Callable[[], T]) -> tuple[T, str]:
         """``remote(client)`` while Redis is up, else (or when it fails) ``local()``; says which served."""

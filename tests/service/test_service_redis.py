@@ -101,3 +101,36 @@ def test_gateway_starts_without_redis_and_picks_it_up(
         while client.get("/readyz").json()["redis"] != "ok":
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_redis_lost_again_while_replaying_is_probed_again(redis_server: RedisServer) -> None:
+    """A request that fails on a stale connection while the reconnect probe is still replaying usage marks Redis
+    down again; the probe must keep going (not end with the link down for good and usage stuck in memory)."""
+    import asyncio
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from service.core.metrics import Metrics
+    from service.store import RedisLink
+
+    async def scenario() -> tuple[bool | None, int]:
+        link = RedisLink(redis_server.url, timeout_s=1.0, retry_max_s=0.05, prefix="t", metrics=Metrics.create())
+        calls = 0
+
+        async def on_up() -> None:  # what UsageStore.replay does, with an op failing mid-way the first time
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                link.mark_down(RedisConnectionError("stale pooled connection"))
+
+        link.on_up.append(on_up)
+        link.mark_down(RedisConnectionError("outage"))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if link.up and calls >= 2:
+                break
+        await link.aclose()
+        return link.up, calls
+
+    up, calls = asyncio.run(scenario())
+    assert up is True and calls == 2
