@@ -24,8 +24,11 @@ def section(manifest: dict[str, Any]) -> str:
     data, calib = rep["data"], rep["calibration"]
     cands = rep["candidates"]
     folds = data.get("folds", "?")
-    cv = "task-grouped cross-validation on them: one fold per task family" if folds == "task" else None
-    cv = cv or f"{folds}-fold cross-validation on them"
+    cv = (
+        "task-grouped cross-validation on them: one fold per task family"
+        if folds == "task"
+        else f"{folds}-fold cross-validation on them"
+    )
     lines = [
         f"Pool: {len(manifest['models'])} models; {data['n_train']} train prompts "
         f"({cv}), {test['n_test']} test prompts. "

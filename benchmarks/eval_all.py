@@ -60,6 +60,16 @@ def table(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_outputs(out: Path, stem: str, results: Any, table: str) -> None:
+    """``out/stem.json`` (the results) and ``out/stem.md`` (the markdown table), then the table on stdout."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    (out / f"{stem}.md").write_text(table + "\n")
+    print(table)
+
+
 def update_results(block: str, marker: str = "eval-table", path: Path = RESULTS) -> None:
     """Replace the text between <!-- marker:start --> and <!-- marker:end --> (appended if absent)."""
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"

@@ -17,7 +17,6 @@ model's mean cost on the zeroeval training rows); the paired bootstrap is (b) mi
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from functools import partial
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.eval_all import write_outputs
 from router_models.data import RoutingDataset, load_dataset, normalize_prompt, subsample, task_groups
 from router_models.evaluate.metrics import evaluate_router, paired_bootstrap, random_mixing, reference_points
 from router_models.scorers import holdout_mask, mean_cost
@@ -141,11 +141,7 @@ def main() -> None:
     feats, _, _ = cached_features(args.sae, [str(p) for p in ds.prompts], 128, 32)
     scorers = tuple(args.scorers)
     results = {held: one_split(ds, zero, feats, held, args.n_boot, scorers) for held in args.tasks}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "loto_extra.json").write_text(json.dumps(results, indent=1))
-    table = markdown(results, SCORERS)
-    (args.out / "loto_extra.md").write_text(table + "\n")
-    print(table)
+    write_outputs(args.out, "loto_extra", results, markdown(results, SCORERS))
 
 
 if __name__ == "__main__":

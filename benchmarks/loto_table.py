@@ -18,13 +18,13 @@ Prints a markdown table and writes ``loto.json`` and ``loto.md`` into --out.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.eval_all import write_outputs
 from router_models.data import RoutingDataset, load_dataset
 from router_models.evaluate.loto import auc_cell, split_rows
 from router_models.evaluate.metrics import evaluate_router, paired_bootstrap, random_mixing, reference_points
@@ -130,11 +130,7 @@ def main() -> None:
     ds = combine([load_dataset(SHARED / f"{f}.parquet") for f in FILES])
     feats = features(ds, args.sae)
     results = {t: one_split(ds, feats, t, args.sae is not None) for t in args.tasks.split(",")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "loto.json").write_text(json.dumps(results, indent=1))
-    table = markdown(results)
-    (args.out / "loto.md").write_text(table + "\n")
-    print(table)
+    write_outputs(args.out, "loto", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.eval_all import write_outputs
 from router_models.data import RoutingDataset, load_dataset, task_groups, validation_split
 from router_models.evaluate.loto import _as_train, split_rows
 from router_models.evaluate.metrics import evaluate_router, paired_bootstrap, random_mixing, reference_points
+from router_models.features.pooling import PromptFeatures
 from router_models.train.router import combine, load_prices, pick_candidates
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routing"
@@ -42,19 +44,24 @@ FILES = ("zeroeval_gsm_math", "zeroeval_mmlu_redux", "zeroeval_zebra")
 CANDIDATES = ("knn", "sae_knn", "cluster", "irt", "sae_irt")
 
 
-def new_recipe(
-    ds: RoutingDataset, sae: str, held: str, prices: Any, candidates: list[str]
-) -> tuple[np.ndarray, np.ndarray, list[str], str, np.ndarray]:
-    """(quality, cost) [n_T, m_T] of the new recipe fitted without ``held`` on ``held``'s prompts, the split's
-    models, the selected scorer and the held-out rows' mask."""
+def recipe_features(ds: RoutingDataset, sae: str) -> tuple[PromptFeatures, Any]:
+    """Every prompt's features under the new recipe's SAE (cached) and their spec; read once per run."""
     from router_models.features.cache import cached_features
     from router_models.features.spec import FeatureSpec
+
+    feats, bcfg, encoder = cached_features(sae, [str(p) for p in ds.prompts], 128, 32, progress=False)
+    return feats, FeatureSpec.from_encoder(bcfg, encoder, sae, int(feats.dense.shape[1]))
+
+
+def new_recipe(
+    ds: RoutingDataset, feats: PromptFeatures, spec: Any, held: str, prices: Any, candidates: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[str], str, np.ndarray]:
+    """(quality, cost) [n_T, m_T] of the new recipe fitted without ``held`` on ``held``'s prompts, the split's
+    models, the selected scorer and the held-out rows' mask. ``feats``: rows aligned with ``ds``."""
     from router_models.train.selection import fit_router
 
     train, test, models = split_rows(ds, held)
     texts = [str(p) for p in ds.prompts]
-    feats, bcfg, encoder = cached_features(sae, texts, 128, 32, progress=False)
-    spec = FeatureSpec.from_encoder(bcfg, encoder, sae, int(feats.dense.shape[1]))
     tr = _as_train(ds.subset(train).select_models(models))
     router, selection = fit_router(
         feats.rows(np.flatnonzero(train)),
@@ -71,15 +78,22 @@ def new_recipe(
 
 
 def compare(
-    ds: RoutingDataset, previous: str, sae: str, held: str, prices: Any, candidates: list[str], saw: bool, n_boot: int
+    ds: RoutingDataset,
+    recipe: tuple[PromptFeatures, Any],
+    old: Any,
+    previous: str,
+    held: str,
+    prices: Any,
+    candidates: list[str],
+    saw: bool,
+    n_boot: int,
 ) -> dict[str, Any]:
-    from router_models.artifact.load import load_router
+    """``recipe``: :func:`recipe_features`; ``old``: the previous default loaded from ``previous``."""
     from router_models.train.router import artifact_features
 
     t0 = time.perf_counter()
-    q_new, c_new, models, selected, test = new_recipe(ds, sae, held, prices, candidates)
+    q_new, c_new, models, selected, test = new_recipe(ds, *recipe, held, prices, candidates)
     fit_s = time.perf_counter() - t0
-    old = load_router(previous, load_backbone=False)
     shared = [m for m in old.models if m in models]
     rows = np.flatnonzero(test)
     keep = np.ones(len(rows), dtype=bool)
@@ -191,23 +205,21 @@ def main() -> None:
     unknown = sorted(set(args.tasks) - set(task_groups(ds.tasks)))
     if unknown:
         raise SystemExit(f"unknown task family {unknown}")
+    from router_models.artifact.load import load_router
+
     prices = load_prices(SHARED / "prices.json", [d.name for d in datasets])
+    recipe, old = recipe_features(ds, args.sae), load_router(args.previous, load_backbone=False)
     results = {}
     for held in args.tasks:
-        results[held] = compare(
-            ds, args.previous, args.sae, held, prices, args.candidates, held in args.previous_trained_on, args.n_boot
-        )
+        saw = held in args.previous_trained_on
+        results[held] = compare(ds, recipe, old, args.previous, held, prices, args.candidates, saw, args.n_boot)
         r = results[held]
         print(
             f"  {held:<12} new {r['routers']['new recipe']['auc']:.3f}  previous "
             f"{r['routers']['previous default']['auc']:.3f}  ({r['new_fit_s']:.0f} s)",
             flush=True,
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vs_previous.json").write_text(json.dumps(results, indent=1))
-    table = markdown(results)
-    (args.out / "vs_previous.md").write_text(table + "\n")
-    print(table)
+    write_outputs(args.out, "vs_previous", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -106,9 +106,11 @@ class Calibrator:
         """
         from router_models.evaluate.metrics import curve_metrics, reference_points, sweep
 
-        rng = np.random.default_rng(seed)
-        half = rng.permutation(len(pred)) < len(pred) // 2
-        splits = [half, ~half] if groups is None else [np.asarray(groups) != g for g in np.unique(groups)]
+        if groups is None:
+            half = np.random.default_rng(seed).permutation(len(pred)) < len(pred) // 2
+            splits = [half, ~half]
+        else:
+            splits = [np.asarray(groups) != g for g in np.unique(groups)]
         ok = ~np.isnan(scores).all(axis=1)
         table: dict[str, float] = {}
         per_split: dict[str, np.ndarray] = {}
