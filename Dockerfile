@@ -49,13 +49,16 @@ RUN pip install --no-compile --no-deps --require-hashes -r requirements/serve.tx
 COPY pyproject.toml README.md ./
 COPY router_models ./router_models
 COPY service ./service
-COPY artifacts/default-router/manifest.json ./artifact-manifest.json
+COPY artifacts/default-router ./artifacts/default-router
 # The backbone the bundled router names, fetched and converted once, stored compact (its GGUF blocks, lossless:
 # router_models/compact_weights.py; the float32 file is rebuilt in /tmp at start). Then the serving imports, so
 # their bytecode is in the image (the runtime user cannot write it).
 RUN pip install --no-compile --no-deps --no-build-isolation . \
-    && python -m router_models.assets --compact \
-        "$(python -c 'import json; print(json.load(open("artifact-manifest.json"))["features"]["backbone"]["name"])')" \
+    && python -m router_models.assets --compact "$(python -c 'import json; print(json.load(open( \
+        "artifacts/default-router/manifest.json"))["features"]["backbone"]["name"])')" \
+    # The backbone's blocks exported to ONNX for the CPU fast path (feature_runtime auto), into the cache the
+    # runtime user reads but cannot write; `verify` checks the router reproduces its recorded decisions on it.
+    && sae-router verify --artifact artifacts/default-router --runtime onnx \
     && chmod -R a+rX "${SAE_ROUTER_CACHE}" \
     && python -c "import service.main, service.worker_app, router_models.artifact, router_models.features, uvicorn" \
     # Not needed to serve: the libraries' own test suites, and pip (nothing is installed at run time).

@@ -203,6 +203,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add_options(p, TrainConfig)
 
 
+_RUNTIME: dict[str, Any] = {
+    "choices": ("torch", "onnx", "auto"),
+    "default": "torch",
+    "help": "what runs the backbone's blocks (default torch; onnx: exported once to the cache, as the gateway's "
+    "feature_runtime 'auto' does on CPU)",
+}
+
+
 def _add_router_commands(sub: argparse._SubParsersAction) -> None:
     from router_models.artifact.format import DEFAULT_ARTIFACT
 
@@ -215,6 +223,7 @@ def _add_router_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", default="", help="comma-separated allowed models")
     p.add_argument("--max-cost", type=float, default=None, help="max predicted USD per request")
     p.add_argument("--min-quality", type=float, default=None, help="min predicted quality")
+    p.add_argument("--runtime", **_RUNTIME)
 
     p = sub.add_parser(
         "calibrate",
@@ -241,6 +250,7 @@ def _add_router_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", action="store_true", help="write check.json from the installed libraries")
     p.add_argument("--data", default=None, help="with --record: dataset whose test prompts are recorded")
     p.add_argument("--n", type=int, default=32, help="with --record: test prompts recorded")
+    p.add_argument("--runtime", **_RUNTIME)
 
     p = sub.add_parser("onboard", help="add a model to a trained router from its results on a few hundred prompts")
     p.add_argument("--artifact", type=Path, required=True, help="router directory")
@@ -273,7 +283,7 @@ def _run_route(args: argparse.Namespace) -> int:
     from router_models.artifact.load import load_router
     from router_models.decide.engine import Constraints
 
-    router = load_router(args.artifact, cache=args.cache)
+    router = load_router(args.artifact, cache=args.cache, runtime=args.runtime)
     allowed = tuple(m for m in args.models.split(",") if m) or None
     constraints = Constraints(allowed=allowed, max_cost=args.max_cost, min_quality=args.min_quality)
     choice = args.lam if args.lam is not None else (args.preset or "default")
@@ -320,7 +330,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     from router_models.artifact.load import load_router
     from router_models.evaluate.verify import check_prompts, record_check, verify_router
 
-    router = load_router(args.artifact, cache=args.cache)
+    router = load_router(args.artifact, cache=args.cache, runtime=args.runtime)
     if args.record:
         if args.data is None:
             raise ValueError("--record needs --data (the dataset whose test prompts are recorded)")

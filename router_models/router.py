@@ -98,6 +98,12 @@ class TrainedRouter:
         return self._version
 
     @property
+    def runtime(self) -> str | None:
+        """What runs the backbone's blocks ("onnx" or "torch"), once the feature function has loaded it."""
+        backbone = getattr(self.featurize, "backbone", None)
+        return None if backbone is None else str(backbone.runtime)
+
+    @property
     def presets(self) -> dict[str, float]:
         return {name: float(p["lambda"]) for name, p in self.preset_table.items()}
 

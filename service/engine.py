@@ -24,7 +24,7 @@ def load_engine(settings: Settings) -> RoutingEngine:
     try:
         # TrainedRouter exposes version/presets as read-only properties while the RoutingEngine Protocol
         # declares settable attributes; drop this ignore once the Protocol declares them as properties.
-        engine: RoutingEngine = load_router(settings.artifact, cache=settings.cache)
+        engine: RoutingEngine = load_router(settings.artifact, cache=settings.cache, runtime=settings.feature_runtime)
     except ArtifactError as exc:
         raise ConfigError(f"cannot serve router {settings.artifact}: {exc}") from exc
     if "default" not in engine.presets:

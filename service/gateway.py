@@ -210,6 +210,7 @@ class Gateway:
                 "models": list(r.scorer.models),
                 "presets": r.scorer.presets,
                 "worker": "remote" if isinstance(r.scorer, RemoteScorer) else "in-process",
+                "runtime": r.scorer.runtime,
                 "warm": r.scorer.warm,
             },
             "redis": self._redis_state(),

@@ -152,6 +152,7 @@ class WorkerInfoPublic(BaseModel):
     models: list[str]
     presets: dict[str, float]
     prices: dict[str, dict[str, float | None]] = {}  # the router's training prices, per model
+    runtime: str | None = None  # what runs the worker's backbone blocks: "onnx" or "torch"
 
 
 def scores_to_json(s: PromptScores) -> dict[str, Any]:

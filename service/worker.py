@@ -52,6 +52,9 @@ class Scorer(Protocol):
     presets: dict[str, float]
     prices: Prices
 
+    @property
+    def runtime(self) -> str | None: ...  # what runs the backbone's blocks ("onnx" / "torch"), when known
+
     async def score(self, text: str) -> PromptScores: ...
 
     async def explain(self, scores: PromptScores, chosen: str, runner_up: str | None) -> dict[str, Any]: ...
@@ -92,6 +95,12 @@ class BatchingWorker:
             if not fut.done():
                 fut.set_exception(NotReady("the router is shutting down"))
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    @property
+    def runtime(self) -> str | None:
+        """What runs the engine's backbone blocks ("onnx" / "torch"; None for an engine without one)."""
+        runtime = getattr(self.engine, "runtime", None)
+        return None if runtime is None else str(runtime)
 
     async def score(self, text: str) -> PromptScores:
         """Scores ``text`` in the next batch; concurrent calls for the same text share one slot."""
@@ -163,6 +172,7 @@ class RemoteScorer:
         self.models: tuple[str, ...] = ()
         self.presets: dict[str, float] = {}
         self.prices: Prices = {}
+        self.runtime: str | None = None
         self.warm = False
 
     async def connect(self) -> None:
@@ -172,6 +182,7 @@ class RemoteScorer:
         info = r.json()
         self.version, self.models, self.presets = info["version"], tuple(info["models"]), dict(info["presets"])
         self.prices = dict(info.get("prices") or {})
+        self.runtime = info.get("runtime")
         self.warm = True
 
     async def score(self, text: str) -> PromptScores:

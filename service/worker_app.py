@@ -79,7 +79,11 @@ async def metrics(request: Request) -> Response:
 @router.get("/v1/info")
 async def info(worker: WorkerDep) -> WorkerInfoPublic:
     return WorkerInfoPublic(
-        version=worker.version, models=list(worker.models), presets=worker.presets, prices=worker.prices
+        version=worker.version,
+        models=list(worker.models),
+        presets=worker.presets,
+        prices=worker.prices,
+        runtime=worker.runtime,
     )
 
 

@@ -7,6 +7,9 @@ Run: ``pytest tests/test_backbone.py`` (add ``-m slow`` for the real models).
 
 from __future__ import annotations
 
+import copy
+import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import torch
 
 from router_models.assets import cache_root
 from router_models.features.backbone import Backbone, BackboneConfig, pool_tokens
+from router_models.features.onnx_runtime import onnx_available
 
 SMOL = "SmolLM2-135M-Instruct"
 MINILM = "all-MiniLM-L6-v2"
@@ -268,6 +272,158 @@ def test_config_validation() -> None:
         BackboneConfig(dtype="float64")
     with pytest.raises(ValueError, match="batch_size"):
         BackboneConfig(batch_size=0)
+    with pytest.raises(ValueError, match="runtime"):
+        BackboneConfig(runtime="tensorrt")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------- ONNX runtime
+onnx_needed = pytest.mark.skipif(not onnx_available(), reason="onnxruntime, onnx and onnxscript are not installed")
+ONNX_LAYERS = (2, 0)  # two layers, out of order, below the last block: the cut and the output order both count
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One export per tiny model for the whole module (each takes ~10 s)."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+def _tiny(kind: str, request: pytest.FixtureRequest, **config) -> Backbone:
+    if kind == "llama":
+        return _tiny_llama(request.getfixturevalue("smol_tokenizer"), **config)
+    return _tiny_bert(request.getfixturevalue("minilm_tokenizer"), **config)
+
+
+@onnx_needed
+@pytest.mark.parametrize("kind", ["llama", "bert"])
+def test_onnx_runtime_matches_torch_and_reuses_its_export(
+    kind: str, request: pytest.FixtureRequest, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router_models.features import onnx_runtime
+
+    reference: Backbone = request.getfixturevalue(kind)  # the same seeded weights, run by torch
+    fast = _tiny(kind, request, runtime="onnx", cache=str(onnx_cache))
+    assert fast.runtime == "torch"  # nothing built before the first forward
+    ours, ref = fast.hidden_states(PROMPTS, ONNX_LAYERS), reference.hidden_states(PROMPTS, ONNX_LAYERS)
+    assert fast.runtime == "onnx"
+    assert ours.layers == ref.layers and ours.acts.shape == ref.acts.shape and ours.acts.dtype == torch.float32
+    assert (ours.attention_mask == 0).any(), "the batch should contain padding"
+    real = ours.attention_mask.bool()
+    torch.testing.assert_close(ours.acts[:, real], ref.acts[:, real], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours.acts[0][real], ours.acts[1][real], atol=1e-2)  # layers really differ
+    # The batched path (features, SAE training) goes through the same session, one prompt per batch too.
+    batches = zip(
+        fast.iter_token_activations(PROMPTS, ONNX_LAYERS),
+        reference.iter_token_activations(PROMPTS, ONNX_LAYERS),
+        strict=True,
+    )
+    for (acts, prompt_of), (want_acts, want_prompt_of) in batches:
+        assert torch.equal(prompt_of, want_prompt_of)
+        torch.testing.assert_close(acts, want_acts, rtol=1e-4, atol=1e-4)
+    single = fast.hidden_states(["hi"], ONNX_LAYERS).acts
+    torch.testing.assert_close(single, reference.hidden_states(["hi"], ONNX_LAYERS).acts, rtol=1e-4, atol=1e-4)
+
+    key = onnx_runtime.graph_key(fast.model.base_model, sorted(ONNX_LAYERS))
+    assert (onnx_cache / "onnx" / f"{key}.onnx").is_file()
+    assert not list((onnx_cache / "onnx").glob(".*.tmp")), "no half-written export left behind"
+
+    def no_export(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the cached export should have been reused")
+
+    monkeypatch.setattr(onnx_runtime, "export", no_export)
+    again = _tiny(kind, request, runtime="onnx", cache=str(onnx_cache))  # a new process's view: same weights
+    torch.testing.assert_close(again.hidden_states(PROMPTS, ONNX_LAYERS).acts[:, real], ours.acts[:, real])
+
+
+@onnx_needed
+def test_a_read_only_cache_exports_to_the_temp_dir(
+    request: pytest.FixtureRequest, bert: Backbone, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router_models.features import onnx_runtime
+
+    real_export, calls = onnx_runtime.export, []
+    readonly = tmp_path / "readonly-cache"
+
+    def export(base: torch.nn.Module, layers: tuple[int, ...], causal: bool, probe: object, path: Path) -> None:
+        calls.append(path)
+        if readonly in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))  # what a non-root user meets in the image
+        done = onnx_cache / "onnx" / path.name  # exported by an earlier test: copy it instead of exporting again
+        if done.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(done, path)
+        else:
+            real_export(base, layers, causal, probe, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnx_runtime, "export", export)
+    monkeypatch.setattr(onnx_runtime.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    fast = _tiny("bert", request, runtime="onnx", cache=str(readonly))
+    got = fast.hidden_states(PROMPTS, ONNX_LAYERS)
+    assert fast.runtime == "onnx" and len(calls) == 2
+    assert calls[1].parent == tmp_path / "tmp" / "sae-router-onnx" and calls[1].is_file()
+    real = got.attention_mask.bool()
+    want = bert.hidden_states(PROMPTS, ONNX_LAYERS).acts
+    torch.testing.assert_close(got.acts[:, real], want[:, real], rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_graph_key_follows_weights_and_layers(bert: Backbone) -> None:
+    pytest.importorskip("onnx")
+    from router_models.features.onnx_runtime import graph_key
+
+    base = bert.model.base_model
+    key = graph_key(base, (0, 2))
+    assert key == graph_key(base, (0, 2))
+    assert key != graph_key(base, (0, 1))
+    changed = copy.deepcopy(base)
+    with torch.no_grad():
+        changed.encoder.layer[3].output.dense.bias.add_(1e-3)  # even a block above the cut: stale graphs never load
+    assert key != graph_key(changed, (0, 2))
+
+
+@onnx_needed
+def test_auto_falls_back_to_torch_when_the_export_disagrees(
+    request: pytest.FixtureRequest,
+    bert: Backbone,
+    onnx_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from router_models.features import onnx_runtime
+
+    run = onnx_runtime.OnnxBlocks.__call__
+
+    def off_by_a_little(self: onnx_runtime.OnnxBlocks, *args: torch.Tensor) -> list[torch.Tensor]:
+        return [t + 1e-2 for t in run(self, *args)]
+
+    monkeypatch.setattr(onnx_runtime.OnnxBlocks, "__call__", off_by_a_little)
+    auto = _tiny("bert", request, runtime="auto", cache=str(onnx_cache))
+    with caplog.at_level(logging.WARNING, logger="sae_router.backbone"):
+        got = auto.hidden_states(PROMPTS, ONNX_LAYERS)
+    assert auto.runtime == "torch"
+    assert "falls back to torch" in caplog.text and "OnnxMismatch" in caplog.text
+    torch.testing.assert_close(got.acts, bert.hidden_states(PROMPTS, ONNX_LAYERS).acts, rtol=0, atol=0)
+    strict = _tiny("bert", request, runtime="onnx", cache=str(onnx_cache))
+    with pytest.raises(onnx_runtime.OnnxMismatch, match="differs from torch"):
+        strict.hidden_states(PROMPTS, ONNX_LAYERS)
+
+
+def test_auto_uses_torch_where_onnx_cannot_run(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No onnxruntime installed, or weights that are not float32 on CPU: "auto" runs torch, "onnx" says why."""
+    from router_models.features import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "onnx_available", lambda: False)
+    auto = _tiny("bert", request, runtime="auto", cache=str(tmp_path))
+    auto.hidden_states(PROMPTS, (1,))
+    assert auto.runtime == "torch" and not (tmp_path / "onnx").exists()
+    with pytest.raises(ImportError, match="onnxruntime"):
+        _tiny("bert", request, runtime="onnx", cache=str(tmp_path)).hidden_states(PROMPTS, (1,))
+    monkeypatch.undo()
+    half = _tiny("llama", request, runtime="auto", cache=str(tmp_path), dtype="bfloat16")
+    half.hidden_states(PROMPTS, (1,))
+    assert half.runtime == "torch" and not (tmp_path / "onnx").exists()
+    with pytest.raises(ValueError, match="float32 on CPU"):
+        _tiny("llama", request, runtime="onnx", cache=str(tmp_path), dtype="bfloat16").hidden_states(PROMPTS, (1,))
 
 
 # ----------------------------------------------------------------------------------------- real models

@@ -35,7 +35,7 @@ from router_models.scorers.registry import scorer_from_state
 from router_models.train.calibration import Calibrator
 
 if TYPE_CHECKING:
-    from router_models.features.backbone import Backbone
+    from router_models.features.backbone import Backbone, Runtime
     from router_models.features.encoder import SAEEncoder
     from router_models.features.pooling import PromptFeatures
 
@@ -48,10 +48,12 @@ def load_router(
     load_backbone: bool = True,
     featurize: Featurize | None = None,
     cache: str | Path | None = None,
+    runtime: Runtime = "torch",
 ) -> TrainedRouter:
     """Read and check a router directory. ``featurize`` overrides the feature function; otherwise with
-    ``load_backbone`` the backbone and SAE named by the manifest are loaded on first use, and without it
-    ``score_batch`` is unavailable (``predict`` on precomputed features still works)."""
+    ``load_backbone`` the backbone and SAE named by the manifest are loaded on first use (its blocks run by
+    ``runtime``: :class:`~router_models.features.backbone.BackboneConfig`), and without it ``score_batch`` is
+    unavailable (``predict`` on precomputed features still works)."""
     path = Path(path)
     manifest = _read_manifest(path)
     raw = _read_weights(path, manifest)
@@ -72,7 +74,7 @@ def load_router(
                 f"{path}: no {SAE_DIR}/ folder (or no backbone settings) to compute features from; "
                 "pass featurize= or load_backbone=False"
             )
-        router.featurize = BackboneFeaturizer(spec, cache)
+        router.featurize = BackboneFeaturizer(spec, cache, runtime)
     router._version = version_of(manifest)
     return router
 
@@ -168,9 +170,14 @@ class BackboneFeaturizer:
     """The default feature function: backbone + SAE from the manifest, loaded on first call, checked
     against the manifest (SAE width, layers, fingerprint; backbone width)."""
 
-    def __init__(self, spec: FeatureSpec, cache: str | Path | None = None) -> None:
-        self.spec, self.cache = spec, cache
+    def __init__(self, spec: FeatureSpec, cache: str | Path | None = None, runtime: Runtime = "torch") -> None:
+        self.spec, self.cache, self.runtime = spec, cache, runtime
         self._loaded: tuple[Backbone, SAEEncoder] | None = None
+
+    @property
+    def backbone(self) -> Backbone | None:
+        """The loaded backbone (None before the first call)."""
+        return None if self._loaded is None else self._loaded[0]
 
     def __call__(self, texts: Sequence[str]) -> PromptFeatures:
         from router_models.features.pooling import extract_features
@@ -196,6 +203,7 @@ class BackboneFeaturizer:
             head_tokens=s.head_tokens,
             chat_template=s.chat_template,
             cache=str(self.cache) if self.cache else None,
+            runtime=self.runtime,
         )
         backbone = Backbone.load(cfg)
         if backbone.d_model != s.d_model:

@@ -31,6 +31,7 @@ back as float32 on the model's device; ``pooled`` returns a numpy array.
 
 from __future__ import annotations
 
+import logging
 import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,14 +41,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from router_models.assets import packaged_name, resolve_packaged
+from router_models.assets import cache_root, packaged_name, resolve_packaged
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Backbone", "BackboneConfig", "HiddenStates", "Pooling", "pool_tokens"]
+    from router_models.features.onnx_runtime import OnnxBlocks
+
+__all__ = ["Backbone", "BackboneConfig", "HiddenStates", "Pooling", "Runtime", "pool_tokens"]
+
+log = logging.getLogger("sae_router.backbone")
 
 Pooling = Literal["mean", "max", "last"]
+Runtime = Literal["torch", "onnx", "auto"]
 Kind = Literal["causal", "encoder"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -55,6 +61,11 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _BLOCK_PATHS = ("layers", "encoder.layer", "h")
 _FINAL_NORMS = ("norm", "ln_f", "final_layernorm")
 _PLACEHOLDER = "<<<sae-router-prompt>>>"
+# The batch an ONNX graph is checked on against torch: two lengths, so padding is covered.
+_ONNX_PROBE = (
+    "Warm-up: what is 2 + 2?",
+    "Explain in three sentences why the sky looks blue at noon and red at sunset, then name one consequence.",
+)
 _PROBE_WORD = "hello"
 
 
@@ -70,6 +81,10 @@ class BackboneConfig:
     dtype: str = "auto"  # "auto": bfloat16 on cuda, float32 on cpu; else float32 | bfloat16 | float16
     batch_size: int = 16  # prompts per forward in pooled / iter_token_activations
     cache: str | None = None  # where packaged backbones are fetched (router_models.assets); None = ~/.cache
+    # "torch": eager torch. "onnx": the truncated blocks in onnxruntime (CPU only; exported once into
+    # <cache>/onnx, checked against torch; router_models.features.onnx_runtime). "auto": onnx on CPU when
+    # onnxruntime is installed and the check passes, else torch.
+    runtime: Runtime = "torch"
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -78,6 +93,8 @@ class BackboneConfig:
             raise ValueError(f"head_tokens must be in 0..{self.max_tokens} (max_tokens), got {self.head_tokens}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.runtime not in ("torch", "onnx", "auto"):
+            raise ValueError(f"runtime must be 'torch', 'onnx' or 'auto', got {self.runtime!r}")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {self.dtype!r}")
 
@@ -119,6 +136,12 @@ class Backbone:
             tokenizer.pad_token = tokenizer.eos_token
         self._prefix, self._suffix = self._template_ids()
         self._max_content, self._head = self._content_budget()
+        self._onnx: dict[tuple[int, ...], OnnxBlocks | None] = {}  # per sorted layer set; None = torch
+
+    @property
+    def runtime(self) -> str:
+        """What runs the blocks: "onnx" once an ONNX session serves a forward, else "torch"."""
+        return "onnx" if any(b is not None for b in self._onnx.values()) else "torch"
 
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
@@ -231,6 +254,47 @@ class Backbone:
         return self._states(batch, wanted, states)
 
     def _run(self, batch: dict[str, torch.Tensor], layers: tuple[int, ...]) -> HiddenStates:
+        blocks = self._onnx_blocks(layers)
+        if blocks is None:
+            return self._run_torch(batch, layers)
+        outs = dict(zip(blocks.layers, blocks(batch["input_ids"], batch["attention_mask"]), strict=True))
+        return self._states(batch, layers, [outs[layer] for layer in layers])
+
+    def _onnx_blocks(self, layers: tuple[int, ...]) -> OnnxBlocks | None:
+        """The checked ONNX session for these layers, built on first use; None means torch runs them."""
+        runtime = self.config.runtime
+        if runtime == "torch":
+            return None
+        key = tuple(sorted(set(layers)))
+        if key in self._onnx:
+            return self._onnx[key]
+        from router_models.features.onnx_runtime import OnnxBlocks, onnx_available
+
+        blocks = None
+        try:
+            if self.device.type != "cpu" or self.dtype != torch.float32:
+                raise ValueError(f"the onnx runtime runs float32 on CPU, not {self.dtype} on {self.device}")
+            if not onnx_available():
+                raise ImportError("runtime 'onnx' needs onnxruntime, onnx and onnxscript installed")
+            probe = self._collate(self.content_ids(_ONNX_PROBE))
+            reference = list(self._run_torch(probe, key).acts)
+            blocks = OnnxBlocks.build(
+                self.model.base_model,
+                key,
+                causal=self.kind == "causal",
+                probe=probe,
+                reference=reference,
+                cache=cache_root(self.config.cache),
+                threads=torch.get_num_threads(),
+            )
+        except Exception as exc:  # "auto" must keep serving on torch whatever the export or check did
+            if runtime == "onnx":
+                raise
+            log.warning("backbone %s: runtime auto falls back to torch (%s: %s)", self.name, type(exc).__name__, exc)
+        self._onnx[key] = blocks
+        return blocks
+
+    def _run_torch(self, batch: dict[str, torch.Tensor], layers: tuple[int, ...]) -> HiddenStates:
         captured: dict[int, torch.Tensor] = {}
         deepest = max(layers)
 

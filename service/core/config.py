@@ -39,6 +39,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "UpstreamSettings",
+    "idle_openmp_threads_sleep",
 ]
 
 CONFIG_ENV = "SAE_ROUTER_CONFIG"  # names the YAML file
@@ -134,7 +135,10 @@ class AuthSettings(_Section):
 
 class BatchingSettings(_Section):
     max_batch: int = Field(default=16, ge=1)  # prompts per engine.score_batch call
-    max_wait_ms: float = Field(default=2.0, ge=0)  # how long the first prompt of a batch waits for company
+    # How long the first prompt of a batch waits for company. 0: a batch takes whatever is queued when the engine is
+    # free (prompts arriving while it works form the next batch), so a lone prompt never waits (RESULTS §12c); a
+    # GPU worker fed by many gateways may fill its batches better with 1-5 ms.
+    max_wait_ms: float = Field(default=0.0, ge=0)
 
 
 class RoutingSettings(_Section):
@@ -217,6 +221,9 @@ class Settings(BaseSettings):
     upstream: UpstreamSettings = UpstreamSettings()
     server: ServerSettings = ServerSettings()
     worker_url: HttpUrl | None = None  # remote feature worker (sae-router worker); None = in-process
+    # What runs the backbone's blocks when this process scores prompts (BackboneConfig.runtime): "auto" = ONNX
+    # Runtime on CPU when installed and its export matches torch (~2-3x faster per short prompt), else torch.
+    feature_runtime: Literal["auto", "onnx", "torch"] = "auto"
     worker_timeout_s: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -309,3 +316,11 @@ class Settings(BaseSettings):
     def describe(self) -> dict[str, Any]:
         """The settings without secrets (the digests are not secret, but they are left out too)."""
         return self.model_dump(mode="json", exclude={"auth": {"api_keys": {"__all__": {"sha256"}}}})
+
+
+def idle_openmp_threads_sleep() -> None:
+    """Make OpenMP threads (torch's CPU ops) sleep when idle instead of spinning after each op
+    (``OMP_WAIT_POLICY=PASSIVE``, unless the environment already sets it). A spinning thread takes a core from
+    the event loop between routed prompts: at one request at a time it doubled the CPU per routed prompt
+    (benchmarks/RESULTS.md §12c). OpenMP reads it once, when torch loads: call it before."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -35,7 +35,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
-from service.core.config import ServerSettings
+from service.core.config import ServerSettings, idle_openmp_threads_sleep
 from service.core.errors import error_body
 from service.core.logging import configure_logging
 
@@ -198,6 +198,7 @@ def serve_app(
     With ``workers > 1`` uvicorn's supervisor spawns that many processes sharing one listening socket, each
     building its own app: ``make_app`` must then be picklable (a module-level function or a
     ``functools.partial`` of one)."""
+    idle_openmp_threads_sleep()  # before torch loads (in the app's lifespan)
     configure_logging(log_level)
     if workers == 1:
         build_server(make_app(), settings, host, port).run()

@@ -14,6 +14,7 @@ from gateway_fakes import CLIENT_KEY, FakeUpstream, serve, wait_ready
 
 from router_models.artifact.load import load_router
 from router_models.cli import main
+from router_models.features.onnx_runtime import onnx_available
 from router_models.router import TrainedRouter
 from service.core.config import Settings
 from service.main import create_app
@@ -109,6 +110,31 @@ def test_cli_and_http_give_the_same_explanation(gateway_url: str, capsys: pytest
         assert body["model"] == cli["model"] and body["lambda"] == cli["lambda"]
         assert body["explanation"] == cli["explanation"]
         assert cli["explanation"]["utility_margin"] is not None and cli["explanation"]["features"]
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime, onnx and onnxscript are not installed")
+def test_onnx_runtime_reproduces_the_recorded_check(capsys: pytest.CaptureFixture[str]) -> None:
+    """The gateway's CPU default (feature_runtime auto = ONNX) predicts and decides as the torch path that
+    recorded check.json: the same decisions on every recorded prompt and preset, qualities within 1e-4."""
+    assert main(["verify", "--runtime", "onnx"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["flipped"] == 0 and out["max_quality_diff"] < 1e-4, out
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime, onnx and onnxscript are not installed")
+def test_gateway_loads_the_default_router_on_the_onnx_runtime(router: TrainedRouter, upstream: FakeUpstream) -> None:
+    """Settings' default feature_runtime ("auto") on a CPU: /readyz says onnx, and /route decides as torch does."""
+    backends = [{"name": m, "base_url": f"{upstream.url}/ok/v1"} for m in router.models]
+    settings = Settings(artifact=DEFAULT, backends=backends, auth={"require_auth": False})  # type: ignore[arg-type]
+    assert settings.feature_runtime == "auto"
+    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        wait_ready(client, timeout_s=600)
+        assert client.get("/readyz").json()["router"]["runtime"] == "onnx"
+        for prompt in ("Write a haiku about autumn rain.", "Let $x^2 = 2$. Is $x$ rational?", "hi"):
+            for preset in ("cheap", "default", "quality"):
+                body = client.post("/route", json={"prompt": prompt, "preset": preset}).json()
+                torch_decision = router.decide(prompt, preset)
+                assert body["model"] == torch_decision.model, (prompt, preset)
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared routing data")

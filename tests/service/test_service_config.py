@@ -114,6 +114,7 @@ def test_a_config_file_is_passed_not_written_to_the_environment(
         ({"routing": {"max_chars": 100, "head_chars": 100}}, "head_chars must be smaller"),
         ({"redis_url": "localhost:6379"}, "redis_url must start with"),
         ({"worker_url": "not a url"}, "absolute http(s) URL"),
+        ({"feature_runtime": "tensorrt"}, "Input should be 'auto', 'onnx' or 'torch'"),
     ],
 )
 def test_refuses_bad_config(values: dict[str, Any], message: str) -> None:

@@ -1,0 +1,216 @@
+"""ONNX Runtime for the truncated backbone: the CPU fast path of the request path (issue 13).
+
+In:  a :class:`~router_models.features.backbone.Backbone`'s HF model, the layers to read, a cache folder.
+Out: :class:`OnnxBlocks`, a callable ``(input_ids, attention_mask) -> [activations per layer]`` that runs the
+     blocks up to the deepest requested layer in onnxruntime instead of eager torch.
+
+Why: a short prompt through MiniLM's first 4 blocks costs ~16 ms in eager torch on the 2-core CPU, most of it
+per-module Python and dispatch overhead; the same graph in onnxruntime takes ~5 ms (benchmarks/RESULTS.md §12c).
+
+Export. A copy of the model with its block list cut after the deepest requested layer and its final norm (if
+any) replaced by identity, so every ``hidden_states[L + 1]`` is block L's raw output (the Backbone's layer
+convention), is exported by ``torch.onnx.export`` (the dynamo exporter) with dynamic batch and token axes. The file
+is kept at ``<cache>/onnx/<key>.onnx`` (the temp dir's ``sae-router-onnx/`` when the cache is read-only; the
+serving image exports at build time instead); the key hashes the model's class, config and weights, the layers and the
+torch / onnx versions, so new weights or versions never reuse a stale graph. It is written to a temporary name and
+renamed, so processes starting together never read half a file.
+
+Check. Before a session is used, a probe batch (two prompts of different lengths, so padding is covered) goes
+through both runtimes; :class:`OnnxMismatch` is raised unless every real token's activations agree within
+``atol + rtol · max|torch|``. The Backbone falls back to torch when ``runtime="auto"``.
+
+Needs ``onnxruntime`` (to run) and ``onnx`` + ``onnxscript`` (to export); imported only here, on first use.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["OnnxBlocks", "OnnxMismatch", "onnx_available"]
+
+log = logging.getLogger("sae_router.onnx")
+
+OPSET = 18
+_FINAL_NORMS = ("norm", "ln_f", "final_layernorm")
+_BLOCK_PATHS = ("layers", "encoder.layer", "h")
+
+
+class OnnxMismatch(RuntimeError):
+    """The exported graph does not reproduce torch's activations on the probe batch."""
+
+
+def onnx_available() -> bool:
+    """Whether onnxruntime and the exporter's libraries are installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "onnxscript"))
+
+
+class _Truncated(torch.nn.Module):
+    """The base model cut after block ``layers[-1]``: returns each requested layer's raw block output."""
+
+    def __init__(self, base: nn.Module, layers: Sequence[int], causal: bool) -> None:
+        super().__init__()
+        self.base, self.layers, self.causal = base, tuple(layers), causal
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        kwargs: dict[str, Any] = {"output_hidden_states": True, "return_dict": True}
+        if self.causal:
+            kwargs["use_cache"] = False
+        out = self.base(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return tuple(out.hidden_states[layer + 1] for layer in self.layers)
+
+
+def _cut(base: nn.Module, deepest: int) -> nn.Module:
+    """A copy of ``base`` with blocks above ``deepest`` removed and the final norm made identity."""
+    cut = copy.deepcopy(base)
+    for path in _BLOCK_PATHS:
+        owner, _, attr = path.rpartition(".")
+        parent = cut.get_submodule(owner) if owner else cut
+        if isinstance(getattr(parent, attr, None), torch.nn.ModuleList):
+            setattr(parent, attr, getattr(parent, attr)[: deepest + 1])
+            break
+    else:
+        raise ValueError(f"cannot find the block list of {type(base).__name__}")
+    for name in _FINAL_NORMS:
+        if isinstance(getattr(cut, name, None), torch.nn.Module):
+            setattr(cut, name, torch.nn.Identity())
+    config = getattr(cut, "config", None)
+    if config is not None and hasattr(config, "num_hidden_layers"):
+        config.num_hidden_layers = deepest + 1  # Llama builds per-layer mask types from it
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = config.layer_types[: deepest + 1]
+    return cut
+
+
+def graph_key(base: nn.Module, layers: Sequence[int]) -> str:
+    """Hash of what the exported graph depends on: the model's class, config and weights, the layers, versions."""
+    import onnx
+
+    h = hashlib.sha256()
+    config = getattr(base, "config", None)
+    meta = {
+        "class": type(base).__name__,
+        "config": config.to_dict() if config is not None else None,
+        "layers": list(layers),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "opset": OPSET,
+    }
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(base.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def export(base: nn.Module, layers: Sequence[int], causal: bool, example: dict[str, torch.Tensor], path: Path) -> None:
+    """Export the truncated model to ``path`` (atomically: a temporary file renamed into place)."""
+    module = _Truncated(_cut(base, max(layers)), layers, causal).eval()
+    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")
+    shapes = {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # The exporter logs every graph pass at INFO; the gateway's INFO log should say "exporting" once, not that.
+    chatty = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export")]
+    levels = [logger.level for logger in chatty]
+    for logger in chatty:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module,
+                (example["input_ids"], example["attention_mask"]),
+                input_names=["input_ids", "attention_mask"],
+                output_names=[f"layer_{layer}" for layer in layers],
+                dynamic_shapes=shapes,
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+            if program is None:
+                raise RuntimeError("torch.onnx.export returned no program")
+            program.save(str(tmp), external_data=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        for logger, level in zip(chatty, levels, strict=True):
+            logger.setLevel(level)
+
+
+class OnnxBlocks:
+    """An onnxruntime session over the truncated backbone for one set of layers (sorted, unique)."""
+
+    def __init__(self, path: Path, layers: Sequence[int], threads: int) -> None:
+        import onnxruntime as ort
+
+        self.path, self.layers = path, tuple(layers)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between ops: the gateway's event loop shares these cores (RESULTS §12c).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        feed = {
+            "input_ids": input_ids.numpy().astype(np.int64),
+            "attention_mask": attention_mask.numpy().astype(np.int64),
+        }
+        return [torch.from_numpy(out) for out in self.session.run(None, feed)]
+
+    @classmethod
+    def build(
+        cls,
+        base: nn.Module,
+        layers: Sequence[int],
+        *,
+        causal: bool,
+        probe: dict[str, torch.Tensor],
+        reference: Sequence[torch.Tensor],
+        cache: Path,
+        threads: int,
+        rtol: float = 1e-4,
+        atol: float = 1e-4,
+    ) -> OnnxBlocks:
+        """The session for ``layers``, exporting the graph on first use, checked on ``probe`` against
+        ``reference`` (torch's activations per layer for that batch)."""
+        name = f"{graph_key(base, layers)}.onnx"
+        path = cache / "onnx" / name
+        if not path.is_file():
+            log.info("exporting the backbone's first %d blocks to ONNX (%s), once", max(layers) + 1, path)
+            try:
+                export(base, layers, causal, probe, path)
+            except PermissionError:  # a read-only cache (a container's baked-in one): this process's temp dir
+                path = Path(tempfile.gettempdir()) / "sae-router-onnx" / name
+                log.info("%s is read-only: exporting to %s instead", cache, path)
+                if not path.is_file():
+                    export(base, layers, causal, probe, path)
+        blocks = cls(path, layers, threads)
+        got = blocks(probe["input_ids"], probe["attention_mask"])
+        real = probe["attention_mask"].bool()
+        for layer, ours, ref in zip(layers, got, reference, strict=True):
+            ref = ref.float().cpu()
+            diff = float((ours[real] - ref[real]).abs().max())
+            tol = atol + rtol * float(ref[real].abs().max())
+            if not diff <= tol:
+                raise OnnxMismatch(f"{path}: layer {layer} differs from torch by {diff:.3g} (tolerance {tol:.3g})")
+        return blocks
