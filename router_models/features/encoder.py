@@ -34,6 +34,9 @@ class SAEEncoder:
     def encode(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.kind == "sae":
             x = acts[0].float()
+            if hasattr(self.module, "encode_decode"):  # the inference TopK SAE: sparse reconstruction
+                latents, recon = self.module.encode_decode(x)
+                return latents, recon, x
             latents = self.module.encode(x)
             return latents, self.module.decode(latents), x
         out = self.module(acts.permute(1, 0, 2).float())  # RouteSAE takes [tokens, L, d]

@@ -96,7 +96,9 @@ class IRTScorer:
                 self.center = None
                 self.scale = np.maximum(np.asarray(abs(X).max(axis=0).todense()).ravel(), 1e-6).astype(np.float32)
             assert self.scale is not None
-            return sp.csr_matrix(X @ sp.diags(1.0 / self.scale).astype(np.float32))
+            scaled = X.copy()  # each stored value divided by its column's scale (a diagonal product, no matmul)
+            scaled.data *= (1.0 / self.scale).astype(np.float32)[scaled.indices]
+            return scaled
         X = np.asarray(X, dtype=np.float32)
         if fit:
             self.center = X.mean(axis=0)
