@@ -151,7 +151,13 @@ def test_two_worker_processes_share_limits_and_usage_through_redis(
     assert len(workers) == 2
     assert (answered, refused) == (12, 18)  # 12 per minute in all, whichever process answered
     assert usage["requests"] == 12 and usage["store"] == "redis"
-    assert len(seen) == 2 and tuple(map(sum, zip(*seen, strict=True))) == (12, 18)  # both processes served
+    # Both processes served: no process saw every request, and the two views add up. Two processes that happened
+    # to serve the same split show one view twice (a set of one: it failed CI once as {(6, 9)}), each half.
+    assert seen and (12, 18) not in seen
+    if len(seen) == 2:
+        assert tuple(map(sum, zip(*seen, strict=True))) == (12, 18)
+    else:
+        assert seen == {(6, 9)}
 
 
 def test_every_worker_process_speaks_the_gateway_protocol(two_worker_gateway: tuple[str, psutil.Process]) -> None:
