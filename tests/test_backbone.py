@@ -373,6 +373,9 @@ def test_onnx_graph_key_follows_weights_and_layers(bert: Backbone) -> None:
     key = graph_key(base, (0, 2))
     assert key == graph_key(base, (0, 2))
     assert key != graph_key(base, (0, 1))
+    moved = copy.deepcopy(base)
+    moved.config._name_or_path = "/another/cache/all-MiniLM-L6-v2"  # the same weights read from elsewhere
+    assert graph_key(moved, (0, 2)) == key
     changed = copy.deepcopy(base)
     with torch.no_grad():
         changed.encoder.layer[3].output.dense.bias.add_(1e-3)  # even a block above the cut: stale graphs never load

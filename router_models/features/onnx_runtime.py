@@ -104,9 +104,11 @@ def graph_key(base: nn.Module, layers: Sequence[int]) -> str:
 
     h = hashlib.sha256()
     config = getattr(base, "config", None)
+    settings = config.to_dict() if config is not None else {}
+    settings.pop("_name_or_path", None)  # where the weights were read from: the same model from another cache
     meta = {
         "class": type(base).__name__,
-        "config": config.to_dict() if config is not None else None,
+        "config": settings,
         "layers": list(layers),
         "torch": torch.__version__,
         "onnx": onnx.__version__,
