@@ -31,6 +31,7 @@ back as float32 on the model's device; ``pooled`` returns a numpy array.
 
 from __future__ import annotations
 
+import copy
 import logging
 import operator
 from collections.abc import Iterator, Sequence
@@ -282,6 +283,7 @@ class Backbone:
                 self.model.base_model,
                 key,
                 causal=self.kind == "causal",
+                truncate=self.truncated_copy,
                 probe=probe,
                 reference=reference,
                 cache=cache_root(self.config.cache),
@@ -293,6 +295,21 @@ class Backbone:
             log.warning("backbone %s: runtime auto falls back to torch (%s: %s)", self.name, type(exc).__name__, exc)
         self._onnx[key] = blocks
         return blocks
+
+    def truncated_copy(self, deepest: int) -> nn.Module:
+        """A copy of the base model that ends at block ``deepest``: the blocks above it removed and the final
+        norm made identity, so its ``hidden_states[L + 1]`` is block L's raw output (this module's convention)."""
+        cut = copy.deepcopy(self.model.base_model)
+        del _find_blocks(cut)[deepest + 1 :]
+        for name in _FINAL_NORMS:
+            if isinstance(getattr(cut, name, None), torch.nn.Module):
+                setattr(cut, name, torch.nn.Identity())
+        config = getattr(cut, "config", None)
+        if config is not None and hasattr(config, "num_hidden_layers"):
+            config.num_hidden_layers = deepest + 1  # Llama builds per-layer mask types from it
+            if isinstance(getattr(config, "layer_types", None), list):
+                config.layer_types = config.layer_types[: deepest + 1]
+        return cut
 
     def _run_torch(self, batch: dict[str, torch.Tensor], layers: tuple[int, ...]) -> HiddenStates:
         captured: dict[int, torch.Tensor] = {}

@@ -7,13 +7,13 @@ Out: :class:`OnnxBlocks`, a callable ``(input_ids, attention_mask) -> [activatio
 Why: a short prompt through MiniLM's first 4 blocks costs ~16 ms in eager torch on the 2-core CPU, most of it
 per-module Python and dispatch overhead; the same graph in onnxruntime takes ~5 ms (benchmarks/RESULTS.md §12c).
 
-Export. A copy of the model with its block list cut after the deepest requested layer and its final norm (if
-any) replaced by identity, so every ``hidden_states[L + 1]`` is block L's raw output (the Backbone's layer
-convention), is exported by ``torch.onnx.export`` (the dynamo exporter) with dynamic batch and token axes. The file
-is kept at ``<cache>/onnx/<key>.onnx`` (the temp dir's ``sae-router-onnx/`` when the cache is read-only; the
-serving image exports at build time instead); the key hashes the model's class, config and weights, the layers and the
-torch / onnx versions, so new weights or versions never reuse a stale graph. It is written to a temporary name and
-renamed, so processes starting together never read half a file.
+Export. The Backbone's copy of the model cut after the deepest requested layer (:meth:`Backbone.truncated_copy`:
+every ``hidden_states[L + 1]`` is then block L's raw output, the Backbone's layer convention) is exported by
+``torch.onnx.export`` (the dynamo exporter) with dynamic batch and token axes. The file is kept at
+``<cache>/onnx/<key>.onnx`` (the temp dir's ``sae-router-onnx/`` when the cache is read-only; the serving image
+exports at build time instead); the key hashes the model's class, config and weights, the layers and the torch /
+onnx versions, so new weights or versions never reuse a stale graph. It is written to a temporary name and renamed,
+so processes starting together never read half a file.
 
 Check. Before a session is used, a probe batch (two prompts of different lengths, so padding is covered) goes
 through both runtimes; :class:`OnnxMismatch` is raised unless every real token's activations agree within
@@ -24,14 +24,13 @@ Needs ``onnxruntime`` (to run) and ``onnx`` + ``onnxscript`` (to export); import
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +45,6 @@ __all__ = ["OnnxBlocks", "OnnxMismatch", "onnx_available"]
 log = logging.getLogger("sae_router.onnx")
 
 OPSET = 18
-_FINAL_NORMS = ("norm", "ln_f", "final_layernorm")
-_BLOCK_PATHS = ("layers", "encoder.layer", "h")
 
 
 class OnnxMismatch(RuntimeError):
@@ -76,28 +73,6 @@ class _Truncated(torch.nn.Module):
         return tuple(out.hidden_states[layer + 1] for layer in self.layers)
 
 
-def _cut(base: nn.Module, deepest: int) -> nn.Module:
-    """A copy of ``base`` with blocks above ``deepest`` removed and the final norm made identity."""
-    cut = copy.deepcopy(base)
-    for path in _BLOCK_PATHS:
-        owner, _, attr = path.rpartition(".")
-        parent = cut.get_submodule(owner) if owner else cut
-        if isinstance(getattr(parent, attr, None), torch.nn.ModuleList):
-            setattr(parent, attr, getattr(parent, attr)[: deepest + 1])
-            break
-    else:
-        raise ValueError(f"cannot find the block list of {type(base).__name__}")
-    for name in _FINAL_NORMS:
-        if isinstance(getattr(cut, name, None), torch.nn.Module):
-            setattr(cut, name, torch.nn.Identity())
-    config = getattr(cut, "config", None)
-    if config is not None and hasattr(config, "num_hidden_layers"):
-        config.num_hidden_layers = deepest + 1  # Llama builds per-layer mask types from it
-        if isinstance(getattr(config, "layer_types", None), list):
-            config.layer_types = config.layer_types[: deepest + 1]
-    return cut
-
-
 def graph_key(base: nn.Module, layers: Sequence[int]) -> str:
     """Hash of what the exported graph depends on: the model's class, config and weights, the layers, versions."""
     import onnx
@@ -121,9 +96,12 @@ def graph_key(base: nn.Module, layers: Sequence[int]) -> str:
     return h.hexdigest()[:24]
 
 
-def export(base: nn.Module, layers: Sequence[int], causal: bool, example: dict[str, torch.Tensor], path: Path) -> None:
-    """Export the truncated model to ``path`` (atomically: a temporary file renamed into place)."""
-    module = _Truncated(_cut(base, max(layers)), layers, causal).eval()
+def export(
+    truncated: nn.Module, layers: Sequence[int], causal: bool, example: dict[str, torch.Tensor], path: Path
+) -> None:
+    """Export ``truncated`` (the base model cut after block ``max(layers)``: :meth:`Backbone.truncated_copy`) to
+    ``path`` (atomically: a temporary file renamed into place)."""
+    module = _Truncated(truncated, layers, causal).eval()
     batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")
     shapes = {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,6 +164,7 @@ class OnnxBlocks:
         layers: Sequence[int],
         *,
         causal: bool,
+        truncate: Callable[[int], nn.Module],
         probe: dict[str, torch.Tensor],
         reference: Sequence[torch.Tensor],
         cache: Path,
@@ -193,19 +172,19 @@ class OnnxBlocks:
         rtol: float = 1e-4,
         atol: float = 1e-4,
     ) -> OnnxBlocks:
-        """The session for ``layers``, exporting the graph on first use, checked on ``probe`` against
-        ``reference`` (torch's activations per layer for that batch)."""
+        """The session for ``layers``, exporting ``truncate(max(layers))`` on first use, checked on ``probe``
+        against ``reference`` (torch's activations per layer for that batch)."""
         name = f"{graph_key(base, layers)}.onnx"
         path = cache / "onnx" / name
         if not path.is_file():
             log.info("exporting the backbone's first %d blocks to ONNX (%s), once", max(layers) + 1, path)
             try:
-                export(base, layers, causal, probe, path)
+                export(truncate(max(layers)), layers, causal, probe, path)
             except PermissionError:  # a read-only cache (a container's baked-in one): this process's temp dir
                 path = Path(tempfile.gettempdir()) / "sae-router-onnx" / name
                 log.info("%s is read-only: exporting to %s instead", cache, path)
                 if not path.is_file():
-                    export(base, layers, causal, probe, path)
+                    export(truncate(max(layers)), layers, causal, probe, path)
         blocks = cls(path, layers, threads)
         got = blocks(probe["input_ids"], probe["attention_mask"])
         real = probe["attention_mask"].bool()

@@ -222,7 +222,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     worker_url: HttpUrl | None = None  # remote feature worker (sae-router worker); None = in-process
     # What runs the backbone's blocks when this process scores prompts (BackboneConfig.runtime): "auto" = ONNX
-    # Runtime on CPU when installed and its export matches torch (~2-3x faster per short prompt), else torch.
+    # Runtime on CPU when installed and its export matches torch (1.6-1.8x faster per prompt, RESULTS §12c), else torch.
     feature_runtime: Literal["auto", "onnx", "torch"] = "auto"
     worker_timeout_s: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
