@@ -568,25 +568,21 @@ def main(argv: list[str] | None = None) -> int:
                 Target("sae-router router, cache miss", gw, "router", distinct=True, proc=proc),
                 Target("sae-router POST /route, cache miss", gw, "router", distinct=True, proc=proc, path="/route"),
             ]
-            for k, other in enumerate(args.router):  # other routers' cache-miss rows, same prompts, same run
+            # More in-process gateways, one cache-miss row each, same prompts, same run: other routers (--router)
+            # and the default router under other settings (--variant).
+            others = [(d.name, {"artifact": str(d.resolve())}) for d in args.router] + [
+                (label, {"artifact": str(ROOT / "artifacts/default-router"), **json.loads(raw)})
+                for label, raw in args.variant
+            ]
+            for k, (label, extra) in enumerate(others):
                 gwo = _free_port()
-                cfgo = _gateway_yaml(workdir, f"router{k}", upstream, {"artifact": str(other.resolve()), "port": gwo})
+                cfgo = _gateway_yaml(workdir, f"other{k}", upstream, {**extra, "port": gwo})
                 urlo = f"http://{HOST}:{gwo}/readyz"
                 proco = stack.enter_context(
-                    _started(f"sae-router{k}", [sys.executable, "-c", _SERVE], _env(cfgo), urlo, workdir, 300)
-                )
-                label = f"sae-router router ({other.name}), cache miss"
-                targets += [Target(label, gwo, "router", distinct=True, proc=proco)]
-            for k, (label, raw) in enumerate(args.variant):  # the same router under other settings
-                gwv = _free_port()
-                extra = {"artifact": str(ROOT / "artifacts/default-router"), **json.loads(raw), "port": gwv}
-                cfgv = _gateway_yaml(workdir, f"variant{k}", upstream, extra)
-                urlv = f"http://{HOST}:{gwv}/readyz"
-                procv = stack.enter_context(
-                    _started(f"sae-variant{k}", [sys.executable, "-c", _SERVE], _env(cfgv), urlv, workdir, 300)
+                    _started(f"sae-other{k}", [sys.executable, "-c", _SERVE], _env(cfgo), urlo, workdir, 300)
                 )
                 name = f"sae-router router ({label}), cache miss"
-                targets += [Target(name, gwv, "router", distinct=True, proc=procv)]
+                targets += [Target(name, gwo, "router", distinct=True, proc=proco)]
             wport = _free_port()
             wcfg = _gateway_yaml(
                 workdir, "worker", upstream, {"artifact": str(ROOT / "artifacts/default-router"), "worker_port": wport}
