@@ -1,6 +1,7 @@
 """Loading the trained router: the one place the gateway and the feature worker get a ``RoutingEngine``.
 
-In:  ``Settings.artifact`` (a trained router directory). Out: a loaded ``RoutingEngine``.
+In:  ``Settings.artifact`` (a trained router directory), ``Settings.blas_threads``. Out: a loaded ``RoutingEngine``
+     (and numpy's BLAS held to ``blas_threads`` in this process).
 Heavy (torch, the backbone, the SAE), so it is imported and called only inside the app's lifespan, in a
 thread; ``create_app(settings, engine=...)`` skips it (tests inject their own engine). The backbone itself
 loads on the first ``score_batch``, which the lifespan's warm-up batch triggers before serving.
@@ -27,6 +28,10 @@ def load_engine(settings: Settings) -> RoutingEngine:
         engine: RoutingEngine = load_router(settings.artifact, cache=settings.cache, runtime=settings.feature_runtime)
     except ArtifactError as exc:
         raise ConfigError(f"cannot serve router {settings.artifact}: {exc}") from exc
+    if settings.blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(settings.blas_threads, user_api="blas")  # process-wide, for the rest of its life
     if "default" not in engine.presets:
         raise ConfigError(f"router {settings.artifact} has no 'default' preset (presets: {sorted(engine.presets)})")
     return engine

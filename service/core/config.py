@@ -224,6 +224,10 @@ class Settings(BaseSettings):
     # What runs the backbone's blocks when this process scores prompts (BackboneConfig.runtime): "auto" = ONNX
     # Runtime on CPU when installed and its export matches torch (1.6-1.8x faster per prompt, RESULTS §12c), else torch.
     feature_runtime: Literal["auto", "onnx", "torch"] = "auto"
+    # Threads of numpy's BLAS (the SAE encoder's matmul) in a process that scores prompts; 0 = the library's own
+    # default (one per core). Its idle threads busy-wait after every call and took the cores the backbone and
+    # the event loop needed: 1 cut the CPU per routed prompt by a third to a half at the same latency (RESULTS §12d).
+    blas_threads: int = Field(default=1, ge=0)
     worker_timeout_s: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

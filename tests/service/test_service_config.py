@@ -145,6 +145,19 @@ def test_load_engine_needs_an_artifact() -> None:
         load_engine(Settings(auth=NO_AUTH))
 
 
+@pytest.mark.parametrize(("blas_threads", "expected"), [(1, 1), (0, 2)])
+def test_load_engine_holds_numpy_blas_to_blas_threads(blas_threads: int, expected: int) -> None:
+    """A scoring process runs numpy's BLAS on ``blas_threads`` threads (0 leaves the library's own count)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(limits=None, user_api="blas"):  # restores this process's BLAS threads afterwards
+        threadpool_limits(2, user_api="blas")
+        settings = Settings(auth=NO_AUTH, artifact=ROOT / "artifacts/default-router", blas_threads=blas_threads)
+        load_engine(settings)
+        counts = {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+    assert counts == {expected}
+
+
 @pytest.mark.parametrize("name", ["config.example.yaml", "config.local.example.yaml"])
 def test_deploy_examples_load(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SAE_ROUTER_CONFIG", str(ROOT / "deploy" / name))
