@@ -240,7 +240,7 @@ def test_pool_tokens_masks_and_empty_rows() -> None:
 
 
 def test_iter_token_activations_covers_every_content_token(smol_tokenizer) -> None:
-    backbone = _tiny_llama(smol_tokenizer, batch_size=2)
+    backbone = _tiny_llama(smol_tokenizer, batch_size=2, min_fill=0.0)  # batches of 2 whatever their lengths
     reference = backbone.hidden_states(PROMPTS, [0, 2])
     keep = reference.content_mask.bool()
     seen: list[tuple[torch.Tensor, torch.Tensor]] = list(backbone.iter_token_activations(PROMPTS, [0, 2]))
@@ -482,3 +482,36 @@ def test_real_smollm2_cuda_bf16() -> None:
     assert states.acts.device.type == "cuda" and states.acts.dtype == torch.float32
     real = states.attention_mask.bool()
     torch.testing.assert_close(states.acts[:, real], ref.acts[:, real])
+
+
+def test_batch_plan_starts_a_new_batch_where_padding_would_dominate(minilm_tokenizer) -> None:
+    lengths = [10, 100, 95, 20, 12, 50]  # longest first: 100 (1), 95 (2), 50 (5), 20 (3), 12 (4), 10 (0)
+
+    def plan(**config: object) -> list[list[int]]:
+        return [b.tolist() for b in _tiny_bert(minilm_tokenizer, **config).batch_plan(lengths)]
+
+    assert plan() == [[1, 2], [5], [3], [4], [0]]  # on a CPU a prompt must fill 0.9 of its batch's width
+    assert plan(min_fill=0.5) == [[1, 2, 5], [3, 4, 0]]
+    assert plan(min_fill=0.0) == [[1, 2, 5, 3, 4, 0]]
+    assert plan(min_fill=0.0, batch_size=4) == [[1, 2, 5, 3], [4, 0]]
+    with pytest.raises(ValueError, match="min_fill"):
+        BackboneConfig(min_fill=1.5)
+
+
+def test_split_batches_give_every_prompt_the_activations_of_one_padded_batch(minilm_tokenizer) -> None:
+    padded, split = _tiny_bert(minilm_tokenizer, min_fill=0.0), _tiny_bert(minilm_tokenizer, min_fill=1.0)
+    assert len(split.batch_plan([len(ids) for ids in split.content_ids(PROMPTS)])) > 1
+    for backbone in (padded, split):
+        seen = torch.cat([prompt_of for _, prompt_of in backbone.iter_token_activations(PROMPTS, [1])])
+        assert sorted(set(seen.tolist())) == list(range(len(PROMPTS)))
+
+    def per_prompt(backbone: Backbone) -> dict[int, torch.Tensor]:
+        out = {}
+        for index, states in backbone.batches(PROMPTS, (1,), False):
+            for row, i in enumerate(index):
+                out[int(i)] = states.acts[0, row][states.content_mask[row].bool()]
+        return out
+
+    want, got = per_prompt(padded), per_prompt(split)
+    for i in range(len(PROMPTS)):
+        torch.testing.assert_close(got[i], want[i], rtol=1e-4, atol=1e-4)
