@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     backbone = featurize.backbone
     texts: list[str] = []
     for path in args.data:
-        data = load_dataset(path)
-        texts += [data.prompts[i] for i in np.flatnonzero(np.asarray(data.splits) == "test")]
+        texts += [str(t) for t in load_dataset(path).split("test").prompts]
     texts = list(dict.fromkeys(texts))
     texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))[: args.prompts]]
     configs = {fill: dataclasses.replace(backbone.config, min_fill=fill) for fill in args.fills}

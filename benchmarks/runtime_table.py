@@ -11,7 +11,8 @@ runtime's predictions per file with the paired-bootstrap difference (ONNX − to
 decisions differ, and the largest |Δ predicted quality|. Prints a markdown table; ``--out`` also writes JSON.
 
 Needs ``../shared/data/routing`` (or ``--data``). The gateway sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads
-(service/core/server.py); this script does the same, so the figures are the gateway's engine-thread figures.
+(service/core/server.py) and holds numpy's BLAS to ``blas_threads`` (1; service/engine.py); this script does the
+same, so the figures are the gateway's engine-thread figures (§12c's were measured before the BLAS limit).
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
+    from threadpoolctl import threadpool_limits
 
     from router_models.artifact.load import load_router
     from router_models.data import load_dataset, subsample
     from router_models.decide.policy import argmax_utility
     from router_models.evaluate.metrics import evaluate_router, paired_bootstrap, reference_points
 
+    threadpool_limits(1, user_api="blas")  # the gateway's blas_threads default
     routers = {rt: load_router(args.artifact, runtime=rt) for rt in RUNTIMES}
     for rt, router in routers.items():
         router.score_batch(["warm-up"])  # loads the backbone; exports the ONNX graph once if not cached
